@@ -1,0 +1,95 @@
+// Command dimg captures, restores, clones, mounts and deploys disk images.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set by the Makefile through -ldflags.
+var version = "dev"
+
+// Exit codes, decided here and nowhere else.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the operation failed
+	exitUsage    = 2 // bad command line
+	exitCorrupt  = 3 // the image (or target) failed verification
+	exitPartial  = 4 // some targets/parts succeeded, some failed (multicast)
+	exitCanceled = 130
+)
+
+// usageError marks command-line mistakes so they exit with exitUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// exitCodeError lets a command choose a specific exit code with a message.
+type exitCodeError struct {
+	code int
+	err  error
+}
+
+func (e exitCodeError) Error() string { return e.err.Error() }
+func (e exitCodeError) Unwrap() error { return e.err }
+
+// commands lists every subcommand constructor. Each lives in its own file.
+var commands = []func() *cobra.Command{}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "dimg",
+		Short: "Capture, restore, clone, mount and deploy disk images",
+		Long: `dimg images whole disks into compact .dimg files: filesystem-aware, compressed in
+independent checksummed chunks, streamable to write and random access to read.
+
+An image can be restored to a disk or file, mounted read-only to browse or pull single files out,
+listed and extracted offline, and verified at any time.`,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().BoolP("quiet", "q", false, "no progress output")
+	for _, c := range commands {
+		root.AddCommand(c())
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	return root
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	os.Exit(exitCode(err, ctx))
+}
+
+// exitCode prints err and maps it to the process exit status.
+func exitCode(err error, ctx context.Context) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "dimg: %v\n", err)
+	var ue usageError
+	var ce exitCodeError
+	switch {
+	case errors.As(err, &ce):
+		return ce.code
+	case errors.As(err, &ue):
+		fmt.Fprintln(os.Stderr, "Run 'dimg --help' for usage.")
+		return exitUsage
+	case ctx.Err() != nil || errors.Is(err, context.Canceled):
+		return exitCanceled
+	}
+	return exitFailure
+}

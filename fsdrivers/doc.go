@@ -1,0 +1,15 @@
+// Package fsdrivers reads partition tables and filesystems from an
+// io.ReaderAt: probing, used-byte maps for filesystem-aware capture, and
+// read-only file trees for mount / ls / cat / extract.
+//
+// Vocabulary:
+//   - Driver: a value that recognises one filesystem type (ext4.Driver{},
+//     fat.Driver{}, ntfs.Driver{}, swap.Driver{}); cmd passes the list in.
+//   - Volume: an opened filesystem; capabilities are small interfaces found
+//     by type assertion: UsedRanger (bytes in use), Filesystem (file tree).
+//   - Range: a byte range relative to the partition's first byte.
+//   - Table / Partition (package parttable): the disk's MBR or GPT layout.
+//
+// A partition is always handed to a driver as a bounded view
+// (io.NewSectionReader), so no driver can read past its partition.
+package fsdrivers

@@ -1,0 +1,177 @@
+package imagefmt
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+)
+
+// WriterOptions configure a new image. The zero value of every field but
+// DiskSize is a sensible default.
+type WriterOptions struct {
+	DiskSize    int64     // logical disk size in bytes (required)
+	ChunkSize   int       // 0: DefaultChunkSize
+	SectorSize  int       // 0: 512
+	UUID        [16]byte  // zero: random
+	Created     time.Time // zero: now
+	ToolVersion string
+	Metadata    []byte // disk description, JSON (see DiskInfo)
+}
+
+// Writer writes an image to an io.Writer in one forward pass: header,
+// frames in increasing chunk order, index, footer.
+type Writer struct {
+	w       *bufio.Writer
+	hdr     Header
+	off     int64 // bytes written so far
+	next    int64 // lowest chunk number the next frame may have
+	entries []indexEntry
+	digest  hash.Hash
+	zsum    [32]byte // sum of a full zero chunk
+	stored  int64
+	closed  bool
+}
+
+// NewWriter writes the header and returns a Writer.
+func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
+	h := Header{
+		Version:     Version,
+		UUID:        opt.UUID,
+		SectorSize:  opt.SectorSize,
+		ChunkSize:   opt.ChunkSize,
+		DiskSize:    opt.DiskSize,
+		Created:     opt.Created,
+		ToolVersion: opt.ToolVersion,
+		Metadata:    opt.Metadata,
+	}
+	if h.SectorSize == 0 {
+		h.SectorSize = 512
+	}
+	if h.ChunkSize == 0 {
+		h.ChunkSize = DefaultChunkSize
+	}
+	if h.Created.IsZero() {
+		h.Created = time.Now()
+	}
+	if h.UUID == ([16]byte{}) {
+		if _, err := rand.Read(h.UUID[:]); err != nil {
+			return nil, err
+		}
+		h.UUID[6] = h.UUID[6]&0x0f | 0x40 // version 4
+		h.UUID[8] = h.UUID[8]&0x3f | 0x80 // RFC 4122 variant
+	}
+	if err := h.validate(); err != nil {
+		return nil, fmt.Errorf("imagefmt: new writer: %w", err)
+	}
+	b, err := h.marshal()
+	if err != nil {
+		return nil, err
+	}
+	wr := &Writer{
+		w:      bufio.NewWriterSize(w, 1<<20),
+		hdr:    h,
+		digest: sha256.New(),
+		zsum:   zeroSum(h.ChunkSize),
+	}
+	if err := wr.write(b); err != nil {
+		return nil, err
+	}
+	return wr, nil
+}
+
+// Header returns the header being written.
+func (w *Writer) Header() Header { return w.hdr }
+
+func (w *Writer) write(b []byte) error {
+	n, err := w.w.Write(b)
+	w.off += int64(n)
+	if err != nil {
+		return fmt.Errorf("imagefmt: write: %w", err)
+	}
+	return nil
+}
+
+// skipTo feeds the digest the sums of absent chunks [w.next, chunk).
+func (w *Writer) skipTo(chunk int64) {
+	for ; w.next < chunk; w.next++ {
+		if l := w.hdr.ChunkLen(w.next); l == w.hdr.ChunkSize {
+			w.digest.Write(w.zsum[:])
+		} else {
+			s := zeroSum(l)
+			w.digest.Write(s[:])
+		}
+	}
+}
+
+// WriteFrame appends a frame made by an Encoder. Frames must come in
+// strictly increasing chunk order; chunks never written read back as zeros.
+func (w *Writer) WriteFrame(f Frame) error {
+	if w.closed {
+		return fmt.Errorf("imagefmt: write after close")
+	}
+	n := w.hdr.NumChunks()
+	switch {
+	case f.Chunk < w.next || f.Chunk >= n:
+		return fmt.Errorf("imagefmt: frame for chunk %d out of order or range (next %d, %d chunks)", f.Chunk, w.next, n)
+	case f.LogicalLen != w.hdr.ChunkLen(f.Chunk):
+		return fmt.Errorf("imagefmt: chunk %d has %d bytes, want %d", f.Chunk, f.LogicalLen, w.hdr.ChunkLen(f.Chunk))
+	case len(f.Raw) != FrameHeaderSize+len(f.Payload):
+		return fmt.Errorf("imagefmt: frame for chunk %d was not built by an Encoder", f.Chunk)
+	}
+	w.skipTo(f.Chunk)
+	w.entries = append(w.entries, indexEntry{off: w.off, chunk: uint32(f.Chunk), slen: uint32(len(f.Payload))})
+	w.digest.Write(f.Sum[:])
+	w.next = f.Chunk + 1
+	w.stored += int64(len(f.Raw))
+	return w.write(f.Raw)
+}
+
+// Close writes the index and footer and flushes. It does not close the
+// underlying writer. It returns the image digest.
+func (w *Writer) Close() ([32]byte, error) {
+	var d [32]byte
+	if w.closed {
+		return d, fmt.Errorf("imagefmt: writer already closed")
+	}
+	w.closed = true
+	w.skipTo(w.hdr.NumChunks())
+	w.digest.Sum(d[:0])
+
+	indexOff := w.off
+	idx := make([]byte, indexHeaderSize+indexEntrySize*len(w.entries))
+	le := binary.LittleEndian
+	copy(idx[0:4], indexMagic[:])
+	le.PutUint64(idx[8:], uint64(len(w.entries)))
+	for i, e := range w.entries {
+		p := idx[indexHeaderSize+i*indexEntrySize:]
+		le.PutUint64(p[0:], uint64(e.chunk))
+		le.PutUint64(p[8:], uint64(e.off))
+		le.PutUint32(p[16:], e.slen)
+	}
+	ft := footer{
+		indexOff:   indexOff,
+		count:      int64(len(w.entries)),
+		indexCRC:   crc(idx),
+		storedData: w.stored,
+		uuid:       w.hdr.UUID,
+		digest:     d,
+	}
+	if err := w.write(idx); err != nil {
+		return d, err
+	}
+	if err := w.write(ft.marshal()); err != nil {
+		return d, err
+	}
+	if err := w.w.Flush(); err != nil {
+		return d, fmt.Errorf("imagefmt: write: %w", err)
+	}
+	return d, nil
+}
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.off }
