@@ -20,7 +20,8 @@ const (
 
 	headerFixedSize = 64
 	FrameHeaderSize = 64
-	indexHeaderSize = 16
+	indexHeaderSize = 24
+	zeroRunSize     = 16
 	indexEntrySize  = 24
 	FooterSize      = 128
 
@@ -29,6 +30,8 @@ const (
 	maxToolVersion  = 4096
 	MethodRaw       = 0
 	MethodLZ4       = 1
+	// methodZeroRun marks a zero-run record in the data area (FORMAT.md).
+	methodZeroRun = 0xff
 	maxSectorSize   = 64 << 10
 	maxDiskSize     = 1 << 56
 	maxChunkNumbers = 1 << 32 // in-memory index keeps chunk numbers in uint32
@@ -37,6 +40,7 @@ const (
 var (
 	headerMagic = [8]byte{0x89, 'D', 'I', 'M', 'G', '\r', '\n', 0x1a}
 	frameMagic  = [4]byte{'D', 'C', 'H', 'K'}
+	zeroMagic   = [4]byte{'D', 'Z', 'R', 'O'}
 	indexMagic  = [4]byte{'D', 'I', 'D', 'X'}
 	footerMagic = [8]byte{'D', 'I', 'M', 'G', 'F', 'O', 'O', 'T'}
 	footerEnd   = [4]byte{'D', 'E', 'N', 'D'}
@@ -216,6 +220,34 @@ type Frame struct {
 	// Raw is the frame exactly as stored (header + payload) when the frame
 	// was built by an Encoder or parsed from bytes; Payload aliases it.
 	Raw []byte
+	// Zeros, when non-zero, makes this a zero-run record rather than a
+	// frame (StreamReader only): chunks [Chunk, Chunk+Zeros) are in use and
+	// all zero, so a restore to a device must zero them. No payload.
+	Zeros int64
+}
+
+// ZeroRun is a run of chunks [Start, Start+Count) that were in use on the
+// source and all zero. Chunks neither stored nor in a zero run were unused.
+type ZeroRun struct {
+	Start, Count int64
+}
+
+func putZeroRun(b []byte, z ZeroRun) {
+	clear(b[:FrameHeaderSize])
+	le := binary.LittleEndian
+	copy(b[0:4], zeroMagic[:])
+	b[4] = methodZeroRun
+	le.PutUint64(b[8:], uint64(z.Start))
+	le.PutUint64(b[16:], uint64(z.Count))
+	le.PutUint32(b[60:], crc(b[:60]))
+}
+
+func parseZeroRun(b []byte) (ZeroRun, error) {
+	le := binary.LittleEndian
+	if [4]byte(b[0:4]) != zeroMagic || b[4] != methodZeroRun || crc(b[:60]) != le.Uint32(b[60:]) {
+		return ZeroRun{}, fmt.Errorf("%w: bad zero-run record", ErrCorrupt)
+	}
+	return ZeroRun{Start: int64(le.Uint64(b[8:])), Count: int64(le.Uint64(b[16:]))}, nil
 }
 
 // putFrameHeader encodes f's fields into b[:FrameHeaderSize].
@@ -302,6 +334,7 @@ func zeroSum(n int) [32]byte {
 type footer struct {
 	indexOff   int64
 	count      int64
+	zeroRuns   int64
 	indexCRC   uint32
 	storedData int64 // sum of frame sizes (headers + payloads)
 	uuid       [16]byte
@@ -319,6 +352,7 @@ func (f *footer) marshal() []byte {
 	le.PutUint64(b[40:], uint64(f.storedData))
 	copy(b[48:64], f.uuid[:])
 	copy(b[64:96], f.digest[:])
+	le.PutUint64(b[96:], uint64(f.zeroRuns))
 	le.PutUint32(b[120:], crc(b[:120]))
 	copy(b[124:128], footerEnd[:])
 	return b
@@ -343,6 +377,7 @@ func unmarshalFooter(b []byte) (*footer, error) {
 		count:      int64(le.Uint64(b[24:])),
 		indexCRC:   le.Uint32(b[32:]),
 		storedData: int64(le.Uint64(b[40:])),
+		zeroRuns:   int64(le.Uint64(b[96:])),
 	}
 	copy(f.uuid[:], b[48:64])
 	copy(f.digest[:], b[64:96])
@@ -361,4 +396,25 @@ type Entry struct {
 	Chunk     int64
 	Offset    int64 // file offset of the frame
 	StoredLen int   // payload bytes (the frame is FrameHeaderSize more)
+}
+
+// marshalIndex encodes the index: header, entries, zero runs.
+func marshalIndex(entries []indexEntry, runs []ZeroRun) []byte {
+	idx := make([]byte, indexHeaderSize+indexEntrySize*len(entries)+zeroRunSize*len(runs))
+	le := binary.LittleEndian
+	copy(idx[0:4], indexMagic[:])
+	le.PutUint64(idx[8:], uint64(len(entries)))
+	le.PutUint64(idx[16:], uint64(len(runs)))
+	for i, e := range entries {
+		p := idx[indexHeaderSize+i*indexEntrySize:]
+		le.PutUint64(p[0:], uint64(e.chunk))
+		le.PutUint64(p[8:], uint64(e.off))
+		le.PutUint32(p[16:], e.slen)
+	}
+	zp := idx[indexHeaderSize+indexEntrySize*len(entries):]
+	for i, z := range runs {
+		le.PutUint64(zp[i*zeroRunSize:], uint64(z.Start))
+		le.PutUint64(zp[i*zeroRunSize+8:], uint64(z.Count))
+	}
+	return idx
 }

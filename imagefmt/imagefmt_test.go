@@ -48,6 +48,12 @@ func writeImage(t testing.TB, disk []byte, chunk int) []byte {
 	for c := int64(0); c*int64(chunk) < int64(len(disk)); c++ {
 		data := disk[c*int64(chunk) : min(int64(len(disk)), (c+1)*int64(chunk))]
 		if IsZero(data) {
+			// Zero chunks in the first half count as used, the rest unused.
+			if c*int64(chunk) < int64(len(disk))/2 {
+				if err := w.WriteZeroRun(c, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
 			continue
 		}
 		f, err := e.Encode(fb, c, data)
@@ -121,6 +127,19 @@ func TestRoundTrip(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			for c := int64(0); c < r.Header().NumChunks(); c++ {
+				data := disk[c*int64(tc.chunk) : min(int64(tc.size), (c+1)*int64(tc.chunk))]
+				want := ChunkStored
+				if IsZero(data) {
+					want = ChunkUnused
+					if c*int64(tc.chunk) < int64(tc.size)/2 {
+						want = ChunkZero
+					}
+				}
+				if got := r.ChunkState(c); got != want {
+					t.Fatalf("chunk %d state %d, want %d", c, got, want)
+				}
+			}
 			res, err := r.Verify(context.Background(), nil)
 			if err != nil || !res.OK() {
 				t.Fatalf("verify: %v %+v", err, res)
@@ -138,6 +157,9 @@ func TestRoundTrip(t *testing.T) {
 				}
 				if err != nil {
 					t.Fatal(err)
+				}
+				if f.Zeros > 0 {
+					continue
 				}
 				data, err := f.Decode(nil)
 				if err != nil {

@@ -28,6 +28,7 @@ type Reader struct {
 	hdr     *Header
 	ft      *footer
 	entries []indexEntry // sorted by chunk
+	runs    []ZeroRun    // sorted
 	cache   *chunkCache
 	log     *slog.Logger
 	closer  io.Closer
@@ -104,8 +105,8 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	if ft.uuid != hdr.UUID {
 		return nil, fmt.Errorf("%w: footer belongs to image %s, header to %s", ErrCorrupt, formatUUID(ft.uuid), hdr.UUIDString())
 	}
-	idxLen := int64(indexHeaderSize) + ft.count*indexEntrySize
-	if ft.count < 0 || ft.count > hdr.NumChunks() || ft.indexOff < int64(hl) || ft.indexOff+idxLen != size-FooterSize {
+	idxLen := int64(indexHeaderSize) + ft.count*indexEntrySize + ft.zeroRuns*zeroRunSize
+	if ft.count < 0 || ft.count > hdr.NumChunks() || ft.zeroRuns < 0 || ft.zeroRuns > hdr.NumChunks() || ft.indexOff < int64(hl) || ft.indexOff+idxLen != size-FooterSize {
 		return nil, fmt.Errorf("%w: index location (offset %d, %d entries) does not fit the file", ErrCorrupt, ft.indexOff, ft.count)
 	}
 	idx := make([]byte, idxLen)
@@ -115,7 +116,8 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	if crc(idx) != ft.indexCRC {
 		return nil, fmt.Errorf("%w: index checksum mismatch", ErrCorrupt)
 	}
-	if [4]byte(idx[0:4]) != indexMagic || int64(binary.LittleEndian.Uint64(idx[8:])) != ft.count {
+	if [4]byte(idx[0:4]) != indexMagic || int64(binary.LittleEndian.Uint64(idx[8:])) != ft.count ||
+		int64(binary.LittleEndian.Uint64(idx[16:])) != ft.zeroRuns {
 		return nil, fmt.Errorf("%w: bad index header", ErrCorrupt)
 	}
 	entries := make([]indexEntry, ft.count)
@@ -133,12 +135,23 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 		entries[i] = indexEntry{off: off, chunk: uint32(c), slen: uint32(slen)}
 		prevChunk, prevEnd = c, off+FrameHeaderSize+slen
 	}
+	runs := make([]ZeroRun, ft.zeroRuns)
+	zp := idx[indexHeaderSize+indexEntrySize*int(ft.count):]
+	prevEndChunk := int64(0)
+	for i := range runs {
+		z := ZeroRun{Start: int64(le.Uint64(zp[i*zeroRunSize:])), Count: int64(le.Uint64(zp[i*zeroRunSize+8:]))}
+		if z.Start < prevEndChunk || z.Count <= 0 || z.Count > hdr.NumChunks()-z.Start {
+			return nil, fmt.Errorf("%w: zero run %d (%d+%d) is invalid", ErrCorrupt, i, z.Start, z.Count)
+		}
+		runs[i] = z
+		prevEndChunk = z.Start + z.Count
+	}
 	cb := opt.CacheBytes
 	if cb <= 0 {
 		cb = 32 << 20
 	}
 	n := max(int(cb/int64(hdr.ChunkSize)), 4)
-	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, cache: newChunkCache(n), log: opt.Logger}
+	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, runs: runs, cache: newChunkCache(n), log: opt.Logger}
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
 	return r, nil
 }
@@ -187,6 +200,28 @@ func (r *Reader) lookup(c int64) (indexEntry, bool) {
 		return r.entries[i], true
 	}
 	return indexEntry{}, false
+}
+
+// ZeroRuns returns the runs of in-use all-zero chunks, in order.
+func (r *Reader) ZeroRuns() []ZeroRun { return r.runs }
+
+// Chunk states, from ChunkState.
+const (
+	ChunkUnused = iota // not in use on the source: reads as zeros, content free
+	ChunkZero          // in use and all zero: a device restore must zero it
+	ChunkStored        // stored in a frame
+)
+
+// ChunkState tells whether chunk c is stored, a used zero chunk, or unused.
+func (r *Reader) ChunkState(c int64) int {
+	if r.IsStored(c) {
+		return ChunkStored
+	}
+	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].Start+r.runs[i].Count > c })
+	if i < len(r.runs) && r.runs[i].Start <= c {
+		return ChunkZero
+	}
+	return ChunkUnused
 }
 
 // IsStored reports whether chunk c is stored (absent chunks read as zeros).

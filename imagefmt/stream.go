@@ -21,6 +21,9 @@ type StreamReader struct {
 	digest hash.Hash
 	zsum   [32]byte
 	seen   []indexEntry
+	runs   []ZeroRun
+	// lastWasRun: the previous record was a zero run (runs merge only then).
+	lastWasRun bool
 	done   bool
 	buf    []byte
 }
@@ -89,6 +92,24 @@ func (s *StreamReader) Next() (Frame, error) {
 	if _, err := io.ReadFull(s.r, hb[4:]); err != nil {
 		return Frame{}, fmt.Errorf("imagefmt: frame at byte %d: %w", s.off, eofIsTruncated(err))
 	}
+	if bytes.Equal(hb[:4], zeroMagic[:]) {
+		z, err := parseZeroRun(hb)
+		if err != nil {
+			return Frame{}, fmt.Errorf("imagefmt: record at byte %d: %w", s.off, err)
+		}
+		if z.Start < s.next || z.Count <= 0 || z.Count > s.hdr.NumChunks()-z.Start {
+			return Frame{}, fmt.Errorf("%w: zero run at byte %d out of order or range", ErrCorrupt, s.off)
+		}
+		if n := len(s.runs); n > 0 && s.lastWasRun && s.runs[n-1].Start+s.runs[n-1].Count == z.Start {
+			s.runs[n-1].Count += z.Count
+		} else {
+			s.runs = append(s.runs, z)
+		}
+		s.lastWasRun = true
+		s.skipTo(z.Start + z.Count)
+		s.off += FrameHeaderSize
+		return Frame{Chunk: z.Start, Zeros: z.Count}, nil
+	}
 	f, slen, err := parseFrameHeader(hb, s.hdr.ChunkSize)
 	if err != nil {
 		return Frame{}, fmt.Errorf("imagefmt: frame at byte %d: %w", s.off, err)
@@ -105,6 +126,7 @@ func (s *StreamReader) Next() (Frame, error) {
 	s.skipTo(f.Chunk)
 	s.digest.Write(f.Sum[:])
 	s.next = f.Chunk + 1
+	s.lastWasRun = false
 	s.off += int64(len(raw))
 	return f, nil
 }
@@ -117,22 +139,20 @@ func (s *StreamReader) finish() error {
 	if _, err := io.ReadFull(s.r, rest); err != nil {
 		return fmt.Errorf("imagefmt: index: %w", eofIsTruncated(err))
 	}
-	count := int64(binary.LittleEndian.Uint64(rest[4:]))
-	if count != int64(len(s.seen)) {
-		return fmt.Errorf("%w: index lists %d chunks, stream held %d", ErrCorrupt, count, len(s.seen))
+	le := binary.LittleEndian
+	count, nruns := int64(le.Uint64(rest[4:])), int64(le.Uint64(rest[12:]))
+	if count != int64(len(s.seen)) || nruns != int64(len(s.runs)) {
+		return fmt.Errorf("%w: index lists %d chunks and %d zero runs, stream held %d and %d", ErrCorrupt, count, nruns, len(s.seen), len(s.runs))
 	}
-	idx := make([]byte, indexHeaderSize+indexEntrySize*int(count))
+	want := marshalIndex(s.seen, s.runs)
+	idx := make([]byte, len(want))
 	copy(idx, indexMagic[:])
 	copy(idx[4:], rest)
 	if _, err := io.ReadFull(s.r, idx[indexHeaderSize:]); err != nil {
 		return fmt.Errorf("imagefmt: index: %w", eofIsTruncated(err))
 	}
-	le := binary.LittleEndian
-	for i, e := range s.seen {
-		p := idx[indexHeaderSize+i*indexEntrySize:]
-		if le.Uint64(p[0:]) != uint64(e.chunk) || int64(le.Uint64(p[8:])) != e.off || le.Uint32(p[16:]) != e.slen {
-			return fmt.Errorf("%w: index entry %d does not match the stream", ErrCorrupt, i)
-		}
+	if !bytes.Equal(idx, want) {
+		return fmt.Errorf("%w: index does not match the stream", ErrCorrupt)
 	}
 	fb := make([]byte, FooterSize)
 	if _, err := io.ReadFull(s.r, fb); err != nil {
@@ -142,7 +162,7 @@ func (s *StreamReader) finish() error {
 	if err != nil {
 		return err
 	}
-	if ft.indexOff != indexOff || ft.count != count || ft.indexCRC != crc(idx) || ft.uuid != s.hdr.UUID {
+	if ft.indexOff != indexOff || ft.count != count || ft.zeroRuns != nruns || ft.indexCRC != crc(idx) || ft.uuid != s.hdr.UUID {
 		return fmt.Errorf("%w: footer does not match the stream", ErrCorrupt)
 	}
 	s.skipTo(s.hdr.NumChunks())

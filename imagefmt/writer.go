@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"hash"
 	"io"
@@ -31,10 +30,13 @@ type Writer struct {
 	off     int64 // bytes written so far
 	next    int64 // lowest chunk number the next frame may have
 	entries []indexEntry
+	runs    []ZeroRun
 	digest  hash.Hash
 	zsum    [32]byte // sum of a full zero chunk
 	stored  int64
 	closed  bool
+	// lastWasRun: the previous record was a zero run (runs merge only then).
+	lastWasRun bool
 }
 
 // NewWriter writes the header and returns a Writer.
@@ -127,8 +129,31 @@ func (w *Writer) WriteFrame(f Frame) error {
 	w.entries = append(w.entries, indexEntry{off: w.off, chunk: uint32(f.Chunk), slen: uint32(len(f.Payload))})
 	w.digest.Write(f.Sum[:])
 	w.next = f.Chunk + 1
+	w.lastWasRun = false
 	w.stored += int64(len(f.Raw))
 	return w.write(f.Raw)
+}
+
+// WriteZeroRun records that chunks [start, start+count) were in use and all
+// zero. It obeys the same ordering as WriteFrame.
+func (w *Writer) WriteZeroRun(start, count int64) error {
+	if w.closed {
+		return fmt.Errorf("imagefmt: write after close")
+	}
+	if start < w.next || count <= 0 || start+count > w.hdr.NumChunks() {
+		return fmt.Errorf("imagefmt: zero run %d+%d out of order or range (next %d)", start, count, w.next)
+	}
+	w.skipTo(start + count)
+	// Merge with the previous run when adjacent: fewer records, same meaning.
+	if n := len(w.runs); n > 0 && w.runs[n-1].Start+w.runs[n-1].Count == start && w.lastWasRun {
+		w.runs[n-1].Count += count
+	} else {
+		w.runs = append(w.runs, ZeroRun{Start: start, Count: count})
+	}
+	w.lastWasRun = true
+	var b [FrameHeaderSize]byte
+	putZeroRun(b[:], ZeroRun{Start: start, Count: count})
+	return w.write(b[:])
 }
 
 // Close writes the index and footer and flushes. It does not close the
@@ -143,19 +168,11 @@ func (w *Writer) Close() ([32]byte, error) {
 	w.digest.Sum(d[:0])
 
 	indexOff := w.off
-	idx := make([]byte, indexHeaderSize+indexEntrySize*len(w.entries))
-	le := binary.LittleEndian
-	copy(idx[0:4], indexMagic[:])
-	le.PutUint64(idx[8:], uint64(len(w.entries)))
-	for i, e := range w.entries {
-		p := idx[indexHeaderSize+i*indexEntrySize:]
-		le.PutUint64(p[0:], uint64(e.chunk))
-		le.PutUint64(p[8:], uint64(e.off))
-		le.PutUint32(p[16:], e.slen)
-	}
+	idx := marshalIndex(w.entries, w.runs)
 	ft := footer{
 		indexOff:   indexOff,
 		count:      int64(len(w.entries)),
+		zeroRuns:   int64(len(w.runs)),
 		indexCRC:   crc(idx),
 		storedData: w.stored,
 		uuid:       w.hdr.UUID,
