@@ -43,7 +43,12 @@ func (e exitCodeError) Error() string { return e.err.Error() }
 func (e exitCodeError) Unwrap() error { return e.err }
 
 // commands lists every subcommand constructor. Each lives in its own file.
-var commands = []func() *cobra.Command{}
+var commands = []func() *cobra.Command{
+	newCaptureCmd,
+	newRestoreCmd,
+	newInfoCmd,
+	newVerifyCmd,
+}
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{

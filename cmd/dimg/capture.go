@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/imagefmt"
+)
+
+func newCaptureCmd() *cobra.Command {
+	var (
+		force     bool
+		sector    bool
+		chunkSize int
+		jsonOut   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "capture SOURCE IMAGE",
+		Short: "Capture a disk (block device or raw disk file) into an image",
+		Long: `Capture reads SOURCE, a block device or a raw disk image file, and writes IMAGE.
+
+Only the bytes the filesystems use are stored (ext2/3/4, FAT12/16/32, NTFS; swap
+contents are skipped; unknown filesystems are copied sector by sector); partition
+tables, boot code and the gap before the first partition are always kept. All-zero
+chunks are not stored. Chunks are compressed with lz4 on all cores.
+
+IMAGE is written under a temporary name and renamed when complete, so an
+interrupted capture never leaves a file that looks like an image. IMAGE may be
+"-" to write to standard output (a pipe or socket).`,
+		Example: `  dimg capture /dev/sdb backup.dimg
+  dimg capture disk.raw disk.dimg --force
+  dimg capture /dev/sdb - | ssh host 'cat > backup.dimg'
+  dimg capture /dev/sdb - | dimg restore - /dev/sdc`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runCapture(cmd, args[0], args[1], force, sector, chunkSize, jsonOut)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&force, "force", false, "overwrite IMAGE if it exists")
+	f.BoolVar(&sector, "sector", false, "copy every sector, ignoring filesystems")
+	f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("chunk size in bytes, a power of two from %d to %d (default %d)",
+		imagefmt.MinChunkSize, imagefmt.MaxChunkSize, imagefmt.DefaultChunkSize))
+	f.BoolVar(&jsonOut, "json", false, "print the result as JSON on stdout (not with IMAGE -)")
+	return cmd
+}
+
+func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool, chunkSize int, jsonOut bool) error {
+	ctx := cmd.Context()
+	if imgPath == "-" && jsonOut {
+		return usagef("--json cannot be used when the image goes to standard output")
+	}
+	if imgPath == "-" && isTerminal(os.Stdout) {
+		return usagef("refusing to write an image to a terminal; redirect standard output or name a file")
+	}
+	if chunkSize != 0 && (chunkSize < imagefmt.MinChunkSize || chunkSize > imagefmt.MaxChunkSize || chunkSize&(chunkSize-1) != 0) {
+		return usagef("--chunk-size %d: must be a power of two from %d to %d", chunkSize, imagefmt.MinChunkSize, imagefmt.MaxChunkSize)
+	}
+	src, err := cloneio.OpenSource(srcPath)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	plan, err := makePlan(src, sector)
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Info.Warnings {
+		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
+	}
+
+	var out io.Writer
+	var af *cloneio.AtomicFile
+	if imgPath == "-" {
+		out = os.Stdout
+	} else {
+		if af, err = cloneio.CreateAtomic(imgPath, force); err != nil {
+			return err
+		}
+		defer af.Abort() // no-op after Commit
+		out = af
+	}
+	prog := newProgress(cmd, "capture")
+	res, err := cloneio.Capture(ctx, src, plan, out, cloneio.CaptureOptions{
+		ChunkSize: chunkSize, ToolVersion: "dimg " + version, Progress: prog,
+	})
+	prog.Finish()
+	if err != nil {
+		return err
+	}
+	if af != nil {
+		if err := af.Commit(); err != nil {
+			return err
+		}
+	}
+	summary := map[string]any{
+		"image": imgPath, "source": srcPath, "disk_bytes": res.DiskBytes, "image_bytes": res.ImageBytes,
+		"read_bytes": res.ReadBytes, "stored_chunks": res.StoredChunks, "zero_chunks": res.ZeroChunks,
+		"skipped_chunks": res.SkipChunks, "digest": imagefmt.DigestString(res.Digest), "seconds": res.Wall.Seconds(),
+		"read_seconds": res.ReadTime.Seconds(), "encode_cpu_seconds": res.EncodeTime.Seconds(), "write_seconds": res.WriteTime.Seconds(),
+	}
+	if jsonOut {
+		return printJSON(summary)
+	}
+	if q, _ := cmd.Flags().GetBool("quiet"); !q {
+		ratio := 0.0
+		if res.ImageBytes > 0 {
+			ratio = float64(res.DiskBytes) / float64(res.ImageBytes)
+		}
+		fmt.Fprintf(os.Stderr, "captured %s: disk %s, read %s, image %s (%.1f:1) in %s (%s/s)\n",
+			srcPath, humanBytes(res.DiskBytes), humanBytes(res.ReadBytes), humanBytes(res.ImageBytes), ratio,
+			res.Wall.Round(time.Millisecond), humanBytes(int64(float64(res.DiskBytes)/res.Wall.Seconds())))
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dimg-project/dimg/imagefmt"
+)
+
+func newInfoCmd() *cobra.Command {
+	var jsonOut bool
+	cmd := &cobra.Command{
+		Use:   "info IMAGE",
+		Short: "Describe an image: disk size, partitions, filesystems, stored bytes",
+		Long: `Info reads an image's header, footer and index (not its data) and prints the disk
+it holds: size, sector size, partition table, and per partition the filesystem
+found, its size, the bytes in use and the bytes stored in the image.`,
+		Example: `  dimg info backup.dimg
+  dimg info --json backup.dimg | jq .partitions`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runInfo(args[0], jsonOut) },
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
+	return cmd
+}
+
+type infoPartition struct {
+	imagefmt.PartitionInfo
+	StoredBytes int64 `json:"stored_bytes"`
+}
+
+type infoOutput struct {
+	Image        string          `json:"image"`
+	UUID         string          `json:"uuid"`
+	Created      time.Time       `json:"created"`
+	ToolVersion  string          `json:"tool_version"`
+	DiskSize     int64           `json:"disk_size"`
+	SectorSize   int             `json:"sector_size"`
+	ChunkSize    int             `json:"chunk_size"`
+	Chunks       int64           `json:"chunks"`
+	StoredChunks int             `json:"stored_chunks"`
+	ImageBytes   int64           `json:"image_bytes"`
+	Digest       string          `json:"digest"`
+	Source       string          `json:"source,omitempty"`
+	Mode         string          `json:"mode"`
+	Table        string          `json:"table"`
+	DiskGUID     string          `json:"disk_guid,omitempty"`
+	Partitions   []infoPartition `json:"partitions"`
+	Warnings     []string        `json:"warnings,omitempty"`
+}
+
+func runInfo(path string, jsonOut bool) error {
+	img, err := imagefmt.Open(path)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	h := img.Header()
+	di, err := imagefmt.ParseDiskInfo(h.Metadata)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	out := infoOutput{
+		Image: path, UUID: h.UUIDString(), Created: h.Created, ToolVersion: h.ToolVersion,
+		DiskSize: h.DiskSize, SectorSize: h.SectorSize, ChunkSize: h.ChunkSize, Chunks: h.NumChunks(),
+		StoredChunks: img.StoredChunks(), ImageBytes: img.FileSize(), Digest: imagefmt.DigestString(img.Digest()),
+		Source: di.Source, Mode: di.Mode, Table: di.Table, DiskGUID: di.DiskGUID, Warnings: di.Warnings,
+		Partitions: []infoPartition{},
+	}
+	// Stored bytes per partition: each frame's bytes are shared among the
+	// partitions its chunk overlaps, in proportion to the overlap.
+	stored := make([]float64, len(di.Partitions))
+	for e := range img.Entries() {
+		cs, ce := e.Chunk*int64(h.ChunkSize), e.Chunk*int64(h.ChunkSize)+int64(h.ChunkLen(e.Chunk))
+		for i, p := range di.Partitions {
+			if p.Extended {
+				continue
+			}
+			if o := min(ce, p.Start+p.Size) - max(cs, p.Start); o > 0 {
+				stored[i] += float64(e.StoredLen+imagefmt.FrameHeaderSize) * float64(o) / float64(ce-cs)
+			}
+		}
+	}
+	for i, p := range di.Partitions {
+		out.Partitions = append(out.Partitions, infoPartition{PartitionInfo: p, StoredBytes: int64(stored[i])})
+	}
+	if jsonOut {
+		return printJSON(out)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "Image:\t%s (%s)\n", path, humanBytes(out.ImageBytes))
+	fmt.Fprintf(w, "UUID:\t%s\n", out.UUID)
+	fmt.Fprintf(w, "Created:\t%s by %s\n", out.Created.Local().Format(time.RFC3339), out.ToolVersion)
+	if out.Source != "" {
+		fmt.Fprintf(w, "Source:\t%s\n", out.Source)
+	}
+	fmt.Fprintf(w, "Disk:\t%s (%d bytes), %d-byte sectors\n", humanBytes(out.DiskSize), out.DiskSize, out.SectorSize)
+	fmt.Fprintf(w, "Chunks:\t%d of %s, %d stored\n", out.Chunks, humanBytes(int64(out.ChunkSize)), out.StoredChunks)
+	fmt.Fprintf(w, "Capture:\t%s\n", out.Mode)
+	tbl := out.Table
+	if out.DiskGUID != "" {
+		tbl += " " + out.DiskGUID
+	}
+	fmt.Fprintf(w, "Partition table:\t%s\n", tbl)
+	fmt.Fprintf(w, "Digest:\tsha256-tree:%s\n", out.Digest)
+	w.Flush()
+	if len(out.Partitions) > 0 {
+		fmt.Println()
+		w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "#\tSTART\tSIZE\tTYPE\tFS\tLABEL\tUSED\tSTORED\tCOPY")
+		for _, p := range out.Partitions {
+			used := "-"
+			if p.UsedBytes >= 0 && p.FS != "" {
+				used = humanBytes(p.UsedBytes)
+			}
+			typ := p.TypeName
+			if typ == "" {
+				typ = p.Type
+			}
+			fs := p.FS
+			if fs == "" {
+				fs = "-"
+			}
+			fmt.Fprintf(w, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Start, humanBytes(p.Size), typ, fs,
+				p.FSLabel, used, humanBytes(p.StoredBytes), p.Copy)
+		}
+		w.Flush()
+	}
+	for _, warn := range out.Warnings {
+		fmt.Printf("warning: %s\n", warn)
+	}
+	return nil
+}

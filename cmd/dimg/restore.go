@@ -1,0 +1,119 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/imagefmt"
+)
+
+func newRestoreCmd() *cobra.Command {
+	var opt restoreFlags
+	cmd := &cobra.Command{
+		Use:   "restore IMAGE TARGET",
+		Short: "Restore an image to a disk or a file",
+		Long: `Restore writes the disk held in IMAGE to TARGET, a block device or a file.
+
+Every chunk is checked against its checksum before it is written. A file TARGET
+is created sparse (holes where the image stores nothing) under a temporary name
+and renamed when complete; an existing file is replaced only with --force. A
+block device TARGET must not be mounted or in use and must be at least as large
+as the image's disk; on a device, chunks that were unused on the source are left
+as they are (or discarded with --discard).
+
+IMAGE may be "-" to read the image from standard input.`,
+		Example: `  dimg restore backup.dimg /dev/sdc
+  dimg restore backup.dimg disk.raw
+  dimg restore --verify backup.dimg /dev/sdc
+  ssh host 'cat backup.dimg' | dimg restore - /dev/sdc`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runRestore(cmd, args[0], args[1], opt)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&opt.force, "force", false, "replace TARGET if it is an existing regular file")
+	f.BoolVar(&opt.verify, "verify", false, "read TARGET back and check it against the image's checksums")
+	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the image does not use")
+	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
+	return cmd
+}
+
+type restoreFlags struct {
+	force, verify, discard, json bool
+}
+
+func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags) error {
+	ctx := cmd.Context()
+	var (
+		img    *imagefmt.Reader
+		stream *imagefmt.StreamReader
+		hdr    *imagefmt.Header
+		err    error
+	)
+	if imgPath == "-" {
+		if isTerminal(os.Stdin) {
+			return usagef("restore: image \"-\" means standard input, which is a terminal")
+		}
+		if stream, err = imagefmt.NewStreamReader(os.Stdin); err != nil {
+			return fmt.Errorf("standard input: %w", err)
+		}
+		hdr = stream.Header()
+	} else {
+		if img, err = imagefmt.Open(imgPath); err != nil {
+			return err
+		}
+		defer img.Close()
+		hdr = img.Header()
+	}
+	t, err := cloneio.OpenTarget(targetPath, hdr.DiskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard})
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			t.Abort()
+		}
+	}()
+	prog := newProgress(cmd, "restore")
+	ropt := cloneio.RestoreOptions{Progress: prog, Verify: opt.verify}
+	var res *cloneio.RestoreResult
+	if img != nil {
+		res, err = cloneio.RestoreImage(ctx, img, t, ropt)
+	} else {
+		res, err = cloneio.RestoreStream(ctx, stream, t, ropt)
+	}
+	prog.Finish()
+	if err != nil {
+		if errors.Is(err, cloneio.ErrVerify) || errors.Is(err, imagefmt.ErrChecksum) || errors.Is(err, imagefmt.ErrCorrupt) {
+			return exitCodeError{exitCorrupt, err}
+		}
+		return err
+	}
+	if err := t.Commit(); err != nil {
+		return err
+	}
+	committed = true
+	if opt.json {
+		return printJSON(map[string]any{
+			"image": imgPath, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
+			"zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes, "verified": res.Verified,
+			"seconds": res.Wall.Seconds(),
+		})
+	}
+	if q, _ := cmd.Flags().GetBool("quiet"); !q {
+		v := ""
+		if res.Verified {
+			v = ", verified"
+		}
+		fmt.Fprintf(os.Stderr, "restored %s to %s: %s written, %s zero, %s unused in %s%s\n", imgPath, targetPath,
+			humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes), humanBytes(res.UnusedBytes), res.Wall.Round(time.Millisecond), v)
+	}
+	return nil
+}
