@@ -1,0 +1,42 @@
+# dimg - see README.md. `make demo` and `make test` are the two set-up commands.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN      := bin/dimg
+DEMO     := build/demo
+LDFLAGS  := -X main.version=$(VERSION)
+
+.PHONY: all build test demo bench fuzz deps vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/dimg
+
+deps:
+	./scripts/deps.sh test
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+# Installs missing Debian packages, then vet and every test, including the
+# root-only integration tests (they skip with the reason when not root).
+test: deps vet
+	$(GO) test -timeout 25m -p 2 ./...
+
+# Builds dimg, generates a sample disk, captures it, shows info, restores
+# it and verifies it, printing each step.
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./scripts/deps.sh bench
+	./scripts/bench.sh
+
+# Runs each fuzz target for FUZZTIME (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf bin build
