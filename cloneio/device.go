@@ -30,6 +30,14 @@ type Device struct {
 
 // OpenSource opens a disk for reading.
 func OpenSource(path string) (*Device, error) {
+	// Check the type before opening: opening a FIFO would block forever.
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() && (st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0) {
+		return nil, fmt.Errorf("%s: not a block device or regular file", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,9 @@ import (
 type TargetOptions struct {
 	Force   bool // overwrite an existing regular file
 	Discard bool // block devices: discard (TRIM) unused ranges
+	// Size makes a file target this large (a "larger disk"); 0 or less
+	// than the disk size means exactly the disk size. Ignored for devices.
+	Size int64
 }
 
 // Target is where a disk is written: a block device or a regular file. A
@@ -54,11 +57,12 @@ func OpenTarget(path string, diskSize int64, opt TargetOptions) (*Target, error)
 		return nil, err
 	}
 	// A fresh file is all holes: unused and zero chunks need no writes.
-	if err := a.Truncate(diskSize); err != nil {
+	size := max(diskSize, opt.Size)
+	if err := a.Truncate(size); err != nil {
 		a.Abort()
 		return nil, fmt.Errorf("cloneio: size %s: %w", path, err)
 	}
-	return &Target{Path: path, Size: diskSize, f: a.File, atomic: a}, nil
+	return &Target{Path: path, Size: size, f: a.File, atomic: a}, nil
 }
 
 // File is the open target.

@@ -48,6 +48,7 @@ var commands = []func() *cobra.Command{
 	newRestoreCmd,
 	newInfoCmd,
 	newVerifyCmd,
+	newCloneCmd,
 }
 
 func newRootCmd() *cobra.Command {

@@ -41,11 +41,38 @@ IMAGE may be "-" to read the image from standard input.`,
 	f.BoolVar(&opt.verify, "verify", false, "read TARGET back and check it against the image's checksums")
 	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the image does not use")
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
+	addLayoutFlags(cmd, &opt.layout)
 	return cmd
 }
 
 type restoreFlags struct {
 	force, verify, discard, json bool
+	layout                       layoutFlags
+}
+
+// layoutFlags are shared by restore and clone.
+type layoutFlags struct {
+	grow, newGUID bool
+	size          string
+}
+
+func addLayoutFlags(cmd *cobra.Command, l *layoutFlags) {
+	f := cmd.Flags()
+	f.BoolVar(&l.grow, "grow", false, "extend the last partition to the end of a larger target and grow its filesystem (ext2/3/4)")
+	f.BoolVar(&l.newGUID, "new-disk-guid", false, "give the copy new GPT disk and partition GUIDs (MBR: a new disk signature)")
+	f.StringVar(&l.size, "size", "", "file targets: make the target this large (e.g. 20G) instead of the source disk's size")
+}
+
+func (l layoutFlags) options() (cloneio.LayoutOptions, int64, error) {
+	var size int64
+	if l.size != "" {
+		n, err := parseSize(l.size)
+		if err != nil {
+			return cloneio.LayoutOptions{}, 0, usagef("--size %q: %v", l.size, err)
+		}
+		size = n
+	}
+	return cloneio.LayoutOptions{Grow: l.grow, NewGUIDs: l.newGUID}, size, nil
 }
 
 func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags) error {
@@ -71,7 +98,14 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		defer img.Close()
 		hdr = img.Header()
 	}
-	t, err := cloneio.OpenTarget(targetPath, hdr.DiskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard})
+	lopt, size, err := opt.layout.options()
+	if err != nil {
+		return err
+	}
+	if size != 0 && size < hdr.DiskSize {
+		return fmt.Errorf("%w: --size %d is smaller than the image's disk (%d bytes); nothing was written", cloneio.ErrTooSmall, size, hdr.DiskSize)
+	}
+	t, err := cloneio.OpenTarget(targetPath, hdr.DiskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
 	if err != nil {
 		return err
 	}
@@ -96,15 +130,20 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		}
 		return err
 	}
+	lres, err := cloneio.FitLayout(ctx, t, hdr.DiskSize, hdr.SectorSize, lopt)
+	if err != nil {
+		return err
+	}
 	if err := t.Commit(); err != nil {
 		return err
 	}
 	committed = true
+	printLayout(cmd, lres)
 	if opt.json {
 		return printJSON(map[string]any{
 			"image": imgPath, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
 			"zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes, "verified": res.Verified,
-			"seconds": res.Wall.Seconds(),
+			"seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
 		})
 	}
 	if q, _ := cmd.Flags().GetBool("quiet"); !q {
@@ -116,4 +155,29 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 			humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes), humanBytes(res.UnusedBytes), res.Wall.Round(time.Millisecond), v)
 	}
 	return nil
+}
+
+func printLayout(cmd *cobra.Command, l *cloneio.LayoutResult) {
+	if q, _ := cmd.Flags().GetBool("quiet"); q || l == nil {
+		return
+	}
+	if j, _ := cmd.Flags().GetBool("json"); j {
+		return
+	}
+	if l.Relocated {
+		fmt.Fprintln(os.Stderr, "moved the GPT backup header and table to the end of the larger target")
+	}
+	if l.NewGUIDs {
+		fmt.Fprintln(os.Stderr, "gave the copy new disk and partition GUIDs")
+	}
+	if l.Grown != 0 {
+		fs := ""
+		if l.FSGrown != "" {
+			fs = " and its " + l.FSGrown + " filesystem"
+		}
+		fmt.Fprintf(os.Stderr, "grew partition %d%s to %s\n", l.Grown, fs, humanBytes(l.GrownTo))
+	}
+	for _, n := range l.Notes {
+		fmt.Fprintln(os.Stderr, n)
+	}
 }

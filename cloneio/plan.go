@@ -1,0 +1,169 @@
+package cloneio
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/disk"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
+	"github.com/dimg-project/dimg/imagefmt"
+)
+
+// PlanOptions configure MakePlan; the zero value is filesystem-aware.
+type PlanOptions struct {
+	// Sector copies every byte of the disk (the layout is still recorded).
+	Sector bool
+	// Source names the disk in the image's metadata.
+	Source string
+}
+
+// MakePlan reads the disk's partition table and filesystems and decides
+// which bytes to copy: the partition table's own sectors, everything before
+// the first partition (boot code, GRUB's core.img), and per partition the
+// bytes its filesystem uses — or all of it when the filesystem is unknown
+// or cannot list its used blocks (with a warning naming the partition).
+// Swap keeps only its header. Free space outside partitions is not copied.
+func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Driver, opt PlanOptions) (*Plan, error) {
+	d, err := disk.Open(r, size, sectorSize, drivers)
+	if err != nil {
+		return nil, fmt.Errorf("read partition table of %s: %w", opt.Source, err)
+	}
+	t := d.Table
+	p := &Plan{Size: size, SectorSize: sectorSize, Info: imagefmt.DiskInfo{
+		Source: opt.Source, Table: t.Kind, DiskGUID: t.DiskGUID, MBRSignature: t.MBRSignature, Mode: "used",
+	}}
+	if t.SectorSize > 0 {
+		p.SectorSize = t.SectorSize
+	}
+	if opt.Sector {
+		p.Info.Mode = "sector"
+	}
+	p.Info.Warnings = append(p.Info.Warnings, t.Warnings...)
+	var used []Range
+	for _, rr := range t.Reserved {
+		used = append(used, Range{rr.Off, rr.Len})
+	}
+	// Everything before the first partition: MBR boot code, the post-MBR
+	// gap where GRUB keeps core.img, vendor boot loaders.
+	first := size
+	for _, part := range d.Parts {
+		if !part.Extended && t.Kind != parttable.KindNone {
+			first = min(first, part.Start)
+		}
+	}
+	if t.Kind != parttable.KindNone && first > 0 {
+		used = append(used, Range{0, first})
+	}
+	for i := range d.Parts {
+		part := &d.Parts[i]
+		pi := imagefmt.PartitionInfo{
+			Number: part.Number, Start: part.Start, Size: part.Size, Type: part.Type, TypeName: part.TypeName,
+			GUID: part.GUID, Name: part.Name, Bootable: part.Bootable, Extended: part.Extended,
+			Logical: part.Logical, UsedBytes: -1,
+		}
+		if part.Extended {
+			p.Info.Partitions = append(p.Info.Partitions, pi)
+			continue // its EBRs are in Reserved; its space belongs to the logical partitions
+		}
+		ranges, copyMode, warn := partitionRanges(part)
+		if part.Volume != nil {
+			pi.FS, pi.FSUUID, pi.FSLabel = part.Volume.Type(), part.Volume.UUID(), part.Volume.Label()
+		}
+		if warn != "" {
+			p.Info.Warnings = append(p.Info.Warnings, warn)
+		}
+		pi.Copy = copyMode
+		if copyMode != "sector" {
+			var n int64
+			for _, r := range ranges {
+				n += r.Len
+			}
+			pi.UsedBytes = n
+		}
+		if opt.Sector {
+			pi.Copy = "sector"
+		}
+		for _, r := range ranges {
+			used = append(used, Range{part.Start + r.Off, r.Len})
+		}
+		p.Info.Partitions = append(p.Info.Partitions, pi)
+	}
+	if !opt.Sector {
+		p.Used = mergeRanges(used, size)
+	}
+	return p, nil
+}
+
+// partitionRanges decides what to copy of one partition.
+func partitionRanges(part *disk.Part) (ranges []fsdrivers.Range, copyMode, warning string) {
+	whole := []fsdrivers.Range{{Off: 0, Len: part.Size}}
+	if part.Volume == nil {
+		reason := "no filesystem recognised"
+		if part.ProbeErr != nil && !allNotFound(part.ProbeErr) {
+			reason = part.ProbeErr.Error()
+		}
+		return whole, "sector", fmt.Sprintf("partition %d: %s; copied sector by sector", part.Number, reason)
+	}
+	ur, ok := part.Volume.(fsdrivers.UsedRanger)
+	if !ok {
+		return whole, "sector", fmt.Sprintf("partition %d (%s): cannot list used blocks; copied sector by sector", part.Number, part.Volume.Type())
+	}
+	rs, err := ur.UsedRanges()
+	if err != nil {
+		return whole, "sector", fmt.Sprintf("partition %d (%s): %v; copied sector by sector", part.Number, part.Volume.Type(), err)
+	}
+	if w, ok := part.Volume.(interface{ Warnings() []string }); ok {
+		for _, s := range w.Warnings() {
+			warning += fmt.Sprintf("partition %d (%s): %s; ", part.Number, part.Volume.Type(), s)
+		}
+	}
+	mode := "used"
+	if part.Volume.Type() == "swap" {
+		mode = "header"
+	}
+	// Clip to the partition: a driver must never widen what is copied.
+	var out []fsdrivers.Range
+	for _, r := range rs {
+		s, e := max(r.Off, 0), min(r.Off+r.Len, part.Size)
+		if e > s {
+			out = append(out, fsdrivers.Range{Off: s, Len: e - s})
+		}
+	}
+	return out, mode, warning
+}
+
+// allNotFound reports whether every driver just found no signature.
+func allNotFound(err error) bool {
+	var multi interface{ Unwrap() []error }
+	if errors.As(err, &multi) {
+		for _, e := range multi.Unwrap() {
+			if !errors.Is(e, fsdrivers.ErrNotFound) {
+				return false
+			}
+		}
+		return true
+	}
+	return errors.Is(err, fsdrivers.ErrNotFound)
+}
+
+// mergeRanges sorts, clips to [0, size) and merges overlapping or adjacent
+// ranges.
+func mergeRanges(rs []Range, size int64) []Range {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Off < rs[j].Off })
+	out := make([]Range, 0, len(rs))
+	for _, r := range rs {
+		s, e := max(r.Off, 0), min(r.Off+r.Len, size)
+		if e <= s {
+			continue
+		}
+		if n := len(out); n > 0 && s <= out[n-1].Off+out[n-1].Len {
+			out[n-1].Len = max(out[n-1].Off+out[n-1].Len, e) - out[n-1].Off
+			continue
+		}
+		out = append(out, Range{s, e - s})
+	}
+	return out
+}

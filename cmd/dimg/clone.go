@@ -1,0 +1,112 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dimg-project/dimg/cloneio"
+)
+
+func newCloneCmd() *cobra.Command {
+	var (
+		opt    restoreFlags
+		sector bool
+	)
+	cmd := &cobra.Command{
+		Use:   "clone SOURCE TARGET",
+		Short: "Copy a disk to another disk directly, filesystem-aware, in one pass",
+		Long: `Clone copies SOURCE (a block device or raw disk file) to TARGET (a block device or
+a file) without an intermediate image: only the bytes the filesystems use, plus
+partition tables and boot areas, reading and writing in parallel.
+
+TARGET must be at least as large as SOURCE. On a larger target the GPT backup
+moves to the end; --grow also extends the last partition and its filesystem.
+--verify reads TARGET back and checks it against checksums taken from SOURCE.`,
+		Example: `  dimg clone /dev/sdb /dev/sdc --verify
+  dimg clone /dev/sdb /dev/sdc --grow --new-disk-guid
+  dimg clone disk.raw copy.raw`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runClone(cmd, args[0], args[1], sector, opt)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&opt.force, "force", false, "replace TARGET if it is an existing regular file")
+	f.BoolVar(&opt.verify, "verify", false, "read TARGET back and check it against the source's checksums")
+	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the source does not use")
+	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
+	f.BoolVar(&sector, "sector", false, "copy every sector, ignoring filesystems")
+	addLayoutFlags(cmd, &opt.layout)
+	return cmd
+}
+
+func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt restoreFlags) error {
+	ctx := cmd.Context()
+	lopt, size, err := opt.layout.options()
+	if err != nil {
+		return err
+	}
+	src, err := cloneio.OpenSource(srcPath)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if size != 0 && size < src.Size {
+		return fmt.Errorf("%w: --size %d is smaller than %s (%d bytes); nothing was written", cloneio.ErrTooSmall, size, srcPath, src.Size)
+	}
+	plan, err := makePlan(src, sector)
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Info.Warnings {
+		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
+	}
+	t, err := cloneio.OpenTarget(targetPath, src.Size, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			t.Abort()
+		}
+	}()
+	prog := newProgress(cmd, "clone")
+	res, err := cloneio.Clone(ctx, src, plan, t, cloneio.CloneOptions{Progress: prog, Verify: opt.verify})
+	prog.Finish()
+	if err != nil {
+		if errors.Is(err, cloneio.ErrVerify) {
+			return exitCodeError{exitCorrupt, err}
+		}
+		return err
+	}
+	lres, err := cloneio.FitLayout(ctx, t, src.Size, plan.SectorSize, lopt)
+	if err != nil {
+		return err
+	}
+	if err := t.Commit(); err != nil {
+		return err
+	}
+	committed = true
+	if opt.json {
+		return printJSON(map[string]any{
+			"source": srcPath, "target": targetPath, "disk_bytes": res.DiskBytes, "read_bytes": res.ReadBytes,
+			"written_bytes": res.WrittenBytes, "zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes,
+			"verified": res.Verified, "seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
+		})
+	}
+	printLayout(cmd, lres)
+	if q, _ := cmd.Flags().GetBool("quiet"); !q {
+		v := ""
+		if res.Verified {
+			v = ", verified"
+		}
+		fmt.Fprintf(os.Stderr, "cloned %s to %s: %s written, %s zero, %s unused in %s%s\n", srcPath, targetPath,
+			humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes), humanBytes(res.UnusedBytes), res.Wall.Round(time.Millisecond), v)
+	}
+	return nil
+}
