@@ -26,12 +26,12 @@ const (
 	FooterSize      = 128
 
 	// maxHeaderSize bounds what a reader will allocate for the header.
-	maxHeaderSize   = 16 << 20
-	maxToolVersion  = 4096
-	MethodRaw       = 0
-	MethodLZ4       = 1
+	maxHeaderSize  = 16 << 20
+	maxToolVersion = 4096
+	MethodRaw      = 0
+	MethodLZ4      = 1
 	// methodZeroRun marks a zero-run record in the data area (FORMAT.md).
-	methodZeroRun = 0xff
+	methodZeroRun   = 0xff
 	maxSectorSize   = 64 << 10
 	maxDiskSize     = 1 << 56
 	maxChunkNumbers = 1 << 32 // in-memory index keeps chunk numbers in uint32

@@ -24,8 +24,8 @@ type StreamReader struct {
 	runs   []ZeroRun
 	// lastWasRun: the previous record was a zero run (runs merge only then).
 	lastWasRun bool
-	done   bool
-	buf    []byte
+	done       bool
+	buf        []byte
 }
 
 // NewStreamReader reads and checks the header.
