@@ -5,18 +5,21 @@ import (
 	"time"
 )
 
-// pacer is a token bucket: the sender spends packet bytes and sleeps when
-// it runs ahead of the rate. Sleeping happens in steps of about a
-// millisecond (timer granularity), so packets leave in small bursts.
+// pacer is a token bucket kept as a virtual clock: next is when the
+// bytes spent so far are paid for. The sender sleeps only when it is more
+// than paceSlack ahead, so packets leave in small bursts. Timers on a
+// loaded host wake late by milliseconds; the time overslept is credit the
+// next packets spend, so the average rate holds. Only a caller that was
+// idle (did not call take for paceBurst) loses credit beyond paceBurst.
 type pacer struct {
-	rate   float64 // bytes/s; 0: unpaced
-	tokens float64
-	last   time.Time
+	rate float64 // bytes/s; 0: unpaced
+	next time.Time
+	last time.Time // when take last returned
 }
 
 const (
-	paceSlack = time.Millisecond     // run up to this far ahead before sleeping
-	paceBurst = 2 * time.Millisecond // credit kept after idling
+	paceSlack = 2 * time.Millisecond
+	paceBurst = 10 * time.Millisecond
 )
 
 func (p *pacer) setRate(r float64) { p.rate = r }
@@ -27,20 +30,18 @@ func (p *pacer) take(ctx context.Context, n int) error {
 		return nil
 	}
 	now := time.Now()
-	if p.last.IsZero() {
-		p.last = now
+	if now.Sub(p.last) > paceBurst {
+		if floor := now.Add(-paceBurst); p.next.Before(floor) {
+			p.next = floor
+		}
 	}
-	p.tokens += now.Sub(p.last).Seconds() * p.rate
-	p.last = now
-	if burst := p.rate * paceBurst.Seconds(); p.tokens > burst {
-		p.tokens = burst
-	}
-	p.tokens -= float64(n)
-	if p.tokens >= -p.rate*paceSlack.Seconds() {
+	p.next = p.next.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
+	defer func() { p.last = time.Now() }()
+	wait := p.next.Sub(now)
+	if wait <= paceSlack {
 		return nil
 	}
-	d := time.Duration(-p.tokens / p.rate * float64(time.Second))
-	t := time.NewTimer(d)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:

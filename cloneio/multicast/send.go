@@ -371,6 +371,7 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 		lastWhole: map[uint32]time.Time{}, nextParity: map[blockKey]int{},
 		rate: newAIMD(opt.MaxRate, opt.LossThreshold, 2*statusInterval),
 	}
+	s.pace.setRate(s.rate.rate)
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -1017,7 +1018,11 @@ func (s *sender) housekeep(now time.Time) (stop bool, err error) {
 			return true, ErrNoReceivers
 		}
 	case stateSending, stateRepairing:
+		before := s.rate.rate
 		s.pace.setRate(s.rate.update(now, float64(worst)/1e6, s.sentRate))
+		if s.rate.rate != before {
+			s.log.Debug("rate", "from", int64(before), "to", int64(s.rate.rate), "loss", float64(worst)/1e6, "sent", int64(s.sentRate))
+		}
 		if active == 0 && len(s.rx) > 0 {
 			return true, nil // everyone reported or was given up
 		}
