@@ -49,6 +49,7 @@ var commands = []func() *cobra.Command{
 	newInfoCmd,
 	newVerifyCmd,
 	newCloneCmd,
+	newMountCmd, newLsCmd, newCatCmd, newExtractCmd,
 }
 
 func newRootCmd() *cobra.Command {
