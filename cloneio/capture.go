@@ -110,9 +110,8 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 	go func() {
 		defer close(work)
 		defer close(ordered)
-		readStart := time.Now()
 		var readBusy time.Duration
-		defer func() { res.ReadTime = readBusy; _ = readStart }()
+		defer func() { res.ReadTime = readBusy }()
 		it := newRangeIter(plan.Used, plan.Size)
 		last := int64(0) // progress: bytes of disk accounted for
 		for c := int64(0); c < hdr.NumChunks(); c++ {
@@ -133,17 +132,12 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 			j.chunk, j.err, j.zero = c, nil, false
 			b := j.buf[:clen]
 			t0 := time.Now()
-			pos := int64(0)
-			for _, p := range parts {
-				clear(b[pos : p.Off-off])
-				if _, err := src.ReadAt(b[p.Off-off:p.Off-off+p.Len], p.Off); err != nil && err != io.EOF {
-					readErr = fmt.Errorf("read source at byte %d: %w", p.Off, err)
-					return
-				}
-				res.ReadBytes += p.Len
-				pos = p.Off - off + p.Len
+			n, err := readParts(src, b, off, parts)
+			if err != nil {
+				readErr = err
+				return
 			}
-			clear(b[pos:])
+			res.ReadBytes += n
 			readBusy += time.Since(t0)
 			j.buf = b
 			prog.Add(off + clen - last)
@@ -220,9 +214,6 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 		werr = readErr
 	}
 	if werr != nil {
-		if ctx.Err() != nil && readErr == context.Canceled {
-			return nil, fmt.Errorf("capture: %w", werr)
-		}
 		return nil, fmt.Errorf("capture: %w", werr)
 	}
 	t0 := time.Now()
@@ -268,4 +259,25 @@ func (it *rangeIter) within(off, n int64) []Range {
 		}
 	}
 	return it.buf
+}
+
+// readParts fills b (disk bytes [off, off+len(b))) with the used parts and
+// zeros elsewhere. It reads the span from the first part to the last in
+// one request — reading a few unused blocks costs less than breaking the
+// sequential stream into many small reads — then zeros the gaps, so unused
+// bytes never reach the image. It returns the bytes read.
+func readParts(src io.ReaderAt, b []byte, off int64, parts []Range) (int64, error) {
+	first, last := parts[0], parts[len(parts)-1]
+	s, e := first.Off-off, last.Off+last.Len-off
+	clear(b[:s])
+	if _, err := src.ReadAt(b[s:e], first.Off); err != nil && err != io.EOF {
+		return 0, fmt.Errorf("read source at byte %d: %w", first.Off, err)
+	}
+	pos := s
+	for _, p := range parts {
+		clear(b[pos : p.Off-off])
+		pos = p.Off - off + p.Len
+	}
+	clear(b[pos:])
+	return e - s, nil
 }

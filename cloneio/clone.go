@@ -150,16 +150,11 @@ func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt Clon
 				return ctx.Err()
 			}
 			b = b[:clen]
-			pos := int64(0)
-			for _, p := range parts {
-				clear(b[pos : p.Off-off])
-				if _, err := src.ReadAt(b[p.Off-off:p.Off-off+p.Len], p.Off); err != nil && err != io.EOF {
-					return fmt.Errorf("read source at byte %d: %w", p.Off, err)
-				}
-				res.ReadBytes += p.Len
-				pos = p.Off - off + p.Len
+			n, err := readParts(src, b, off, parts)
+			if err != nil {
+				return err
 			}
-			clear(b[pos:])
+			res.ReadBytes += n
 			work <- job{chunk: c, buf: b}
 		}
 		return flushUnused(n)

@@ -239,10 +239,9 @@ func (p position) less(q position) bool {
 }
 
 // nacks lists what was lost before edge (everything when all is true):
-// first the blocks of partial objects (repaired at once), then runs of
-// objects never seen, skipping objects that skip(o) claims. At most limit
-// entries.
-func (a *assembler) nacks(edge position, all bool, limit int) []nack {
+// first the blocks of partial objects (repaired at once), then, when
+// whole is set, runs of objects never seen. At most limit entries.
+func (a *assembler) nacks(edge position, all, whole bool, limit int) []nack {
 	var out []nack
 	keys := make([]uint32, 0, len(a.parts))
 	for o := range a.parts {
@@ -271,6 +270,9 @@ func (a *assembler) nacks(edge position, all bool, limit int) []nack {
 	end := int64(edge.object)
 	if all {
 		end = int64(len(a.state))
+	}
+	if !whole {
+		return out
 	}
 	for o := a.have.nextClear(a.low, end); o < end; {
 		stop := a.have.next(o)

@@ -14,6 +14,7 @@ type geometry struct {
 	k         int    // data symbols per full block
 	p         int    // proactive parity per full block
 	objects   uint32 // number of objects
+	frames    uint32 // objects below this are frames, the rest zero-run tables
 	chunkSize int
 	numChunks int64
 }
@@ -44,9 +45,11 @@ func (g *geometry) checkSymbol(d *dataHdr) error {
 	switch {
 	case d.object >= g.objects:
 		return fmt.Errorf("%w: object %d of %d", errMalformed, d.object, g.objects)
-	case int64(d.chunk) >= g.numChunks:
+	case d.object < g.frames && int64(d.chunk) >= g.numChunks:
 		return fmt.Errorf("%w: chunk %d of %d", errMalformed, d.chunk, g.numChunks)
-	case n < 65 || n > maxFrameLen(g.chunkSize):
+	case d.object >= g.frames && d.chunk != 0:
+		return fmt.Errorf("%w: zero-run table with chunk %d", errMalformed, d.chunk)
+	case n < tableOverhead+16 || d.object < g.frames && n <= 64 || n > maxFrameLen(g.chunkSize):
 		return fmt.Errorf("%w: object length %d", errMalformed, n)
 	case int(d.block) >= g.blocks(n):
 		return fmt.Errorf("%w: block %d of %d", errMalformed, d.block, g.blocks(n))

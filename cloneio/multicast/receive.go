@@ -17,6 +17,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
@@ -46,7 +47,9 @@ type ReceiveOptions struct {
 	// Name is reported to the sender (default: the host name).
 	Name string
 
-	Target TargetOptions
+	// Target configures the default target (Force to overwrite an
+	// existing file, Discard to discard unused ranges of a device).
+	Target cloneio.TargetOptions
 	// OpenTarget opens the target; nil means this package's OpenTarget.
 	OpenTarget func(path string, diskSize int64) (Target, error)
 
@@ -117,6 +120,7 @@ type writeJob struct {
 }
 
 type writeResult struct {
+	runs    []imagefmt.ZeroRun // a zero-run table's runs
 	obj     uint32
 	chunk   uint32
 	sum     [8]byte
@@ -152,8 +156,10 @@ type receiver struct {
 	sender  netip.AddrPort
 	cs      codecs
 	asm     *assembler
-	chunkOf []uint32
-	sums    [][8]byte
+	chunkOf []uint32   // per frame object: its chunk
+	sums    [][8]byte  // per frame object: SHA-256 prefix of the chunk written
+	tables  [][]imagefmt.ZeroRun
+	runs    []imagefmt.ZeroRun // all zero runs, once every table arrived
 
 	edge, prevEdge position
 	passDone       bool
@@ -253,7 +259,12 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 		return nil, err
 	}
 	r.target = t
-	defer t.Close()
+	committed := false
+	defer func() {
+		if !committed {
+			t.Abort()
+		}
+	}()
 	go r.readReplies()
 
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
@@ -283,6 +294,16 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 		return nil, err
 	}
 	d := r.finish(ctx, err)
+	if d.result == resultOK {
+		// Only a verified target becomes final (a file is renamed into
+		// place); anything else is discarded, as restore does.
+		committed = true
+		if err := t.Commit(); err != nil {
+			d = &done{id: r.id, result: resultError, written: d.written, digest: d.digest,
+				message: "commit target: " + err.Error()}
+			r.res.OK, r.res.Result, r.res.Message = false, "error", d.message
+		}
+	}
 	r.res.Duration = time.Since(start)
 	r.res.Packets = r.dataPkts
 	r.res.Duplicates = r.asm.duplicates
@@ -355,10 +376,11 @@ func (r *receiver) findSession(ctx context.Context) error {
 			continue
 		}
 		r.session, r.tag, r.ann, r.sender = h.session, h.digestTag, a, from
-		r.g = geometry{sym: a.symSize, k: a.k, p: a.p, objects: a.objects, chunkSize: a.chunkSize, numChunks: a.numChunks()}
+		r.g = geometry{sym: a.symSize, k: a.k, p: a.p, objects: a.objects, frames: a.frames, chunkSize: a.chunkSize, numChunks: a.numChunks()}
 		r.asm = newAssembler(&r.g, &r.cs, r.opt.MemoryBudget)
-		r.chunkOf = make([]uint32, a.objects)
-		r.sums = make([][8]byte, a.objects)
+		r.chunkOf = make([]uint32, a.frames)
+		r.sums = make([][8]byte, a.frames)
+		r.tables = make([][]imagefmt.ZeroRun, a.objects-a.frames)
 		r.lastHeard = time.Now()
 		r.applyAnnounce(a)
 		return nil
@@ -503,7 +525,6 @@ func (r *receiver) packet(ctx context.Context, p []byte) error {
 			return nil
 		}
 		if o != nil {
-			r.chunkOf[o.obj] = o.chunk
 			return r.submit(ctx, writeJob{obj: o.obj, chunk: o.chunk, raw: o.buf[:o.length], p: o})
 		}
 	default:
@@ -564,8 +585,12 @@ func (r *receiver) result(res writeResult) {
 		}
 		r.asm.setState(res.obj, objMissing)
 	default:
-		r.chunkOf[res.obj] = res.chunk
-		r.sums[res.obj] = res.sum
+		if res.obj < r.g.frames {
+			r.chunkOf[res.obj] = res.chunk
+			r.sums[res.obj] = res.sum
+		} else {
+			r.tables[res.obj-r.g.frames] = res.runs
+		}
 		r.asm.setState(res.obj, objWritten)
 		r.res.BytesWritten += int64(res.logical)
 		r.done += int64(res.size)
@@ -599,6 +624,11 @@ func (r *receiver) writer(ctx context.Context) {
 
 func (r *receiver) write(j writeJob, out []byte) writeResult {
 	res := writeResult{obj: j.obj, chunk: j.chunk, fetch: j.fetch}
+	if j.obj >= r.g.frames {
+		res.runs, res.err = parseZeroRunTable(j.raw, r.ann.numChunks())
+		res.size = len(j.raw)
+		return res
+	}
 	f, err := imagefmt.ParseFrame(j.raw, r.ann.chunkSize)
 	if err == nil && (f.Chunk != int64(j.chunk) || len(f.Raw) != len(j.raw) || f.LogicalLen != r.ann.chunkLen(f.Chunk)) {
 		err = fmt.Errorf("%w: frame is for chunk %d (%d bytes), packets said chunk %d", imagefmt.ErrCorrupt, f.Chunk, f.LogicalLen, j.chunk)
@@ -649,10 +679,14 @@ func (r *receiver) tick(ctx context.Context, now time.Time) (stop bool, err erro
 		return true, nil // finish with what we have (or fetch the rest)
 	}
 	all := r.passDone
-	if r.opt.RepairURL != "" && !r.httpOff {
+	// With a working repair URL, objects never seen are fetched over HTTP
+	// rather than asked for; blocks of partial objects are still NACKed
+	// (one parity packet is cheaper than a fetch).
+	useHTTP := r.opt.RepairURL != "" && !r.httpOff
+	if useHTTP {
 		r.dispatchFetches(r.prevEdge, all)
 	}
-	r.sendStatus(rxReceiving, r.asm.nacks(r.prevEdge, all, nackPages*r.perPage()))
+	r.sendStatus(rxReceiving, r.asm.nacks(r.prevEdge, all, !useHTTP, nackPages*r.perPage()))
 	r.prevEdge = r.edge
 	r.prog.Update(Stats{Phase: "receiving", Done: r.done, Total: int64(r.ann.bytes),
 		Rate: r.rate(now), Repairs: r.res.Requested, LossPct: float64(r.lossPPM) / 1e4})

@@ -200,17 +200,18 @@ const (
 	tickInterval     = 100 * time.Millisecond // sender housekeeping
 	statusInterval   = 200 * time.Millisecond // receiver STATUS/NACK
 	announceWaiting  = 250 * time.Millisecond
-	announceSending  = time.Second
+	announceSending  = 500 * time.Millisecond // late joiners lock on at the next one
 	announceRepair   = 500 * time.Millisecond
 	repairGuard      = 120 * time.Millisecond // ignore NACKs for what was repaired this recently
 	defaultRxTimeout = 10 * time.Second
 	defaultStall     = 60 * time.Second
 )
 
-// object is one stored frame of the image.
+// object is one stored frame of the image, or a zero-run table.
 type object struct {
 	chunk  uint32
 	length uint32
+	table  []byte // a zero-run table's bytes; nil for frames
 }
 
 type blockKey struct {
@@ -382,6 +383,11 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 		s.objs = append(s.objs, object{chunk: uint32(e.Chunk), length: uint32(imagefmt.FrameHeaderSize + e.StoredLen)})
 		s.passBytes += int64(imagefmt.FrameHeaderSize + e.StoredLen)
 	}
+	frames := uint32(len(s.objs))
+	for _, tb := range zeroRunTables(img.ZeroRuns(), hdr.ChunkSize) {
+		s.objs = append(s.objs, object{length: uint32(len(tb)), table: tb})
+		s.passBytes += int64(len(tb))
+	}
 	if s.session == 0 {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {
@@ -391,9 +397,9 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	}
 	digest := img.Digest()
 	s.tag = [8]byte(digest[:8])
-	s.g = geometry{sym: sym, k: opt.FEC.block(), p: opt.FEC.Parity, objects: uint32(len(s.objs)),
+	s.g = geometry{sym: sym, k: opt.FEC.block(), p: opt.FEC.Parity, objects: uint32(len(s.objs)), frames: frames,
 		chunkSize: hdr.ChunkSize, numChunks: hdr.NumChunks()}
-	s.ann = announce{symSize: sym, k: s.g.k, p: s.g.p, objects: s.g.objects, sectorSize: hdr.SectorSize,
+	s.ann = announce{symSize: sym, k: s.g.k, p: s.g.p, objects: s.g.objects, frames: frames, sectorSize: hdr.SectorSize,
 		chunkSize: hdr.ChunkSize, diskSize: hdr.DiskSize, uuid: hdr.UUID, digest: digest, bytes: uint64(s.passBytes)}
 	s.backlog = newBitset(int64(len(s.objs)))
 	s.pkt = make([]byte, 0, maxDatagram)
@@ -488,6 +494,11 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // readObject reads object o's frame into buf, zero-padded to whole symbols.
 func (s *sender) readObject(o uint32, buf []byte) ([]byte, error) {
 	ob := s.objs[o]
+	if ob.table != nil {
+		n := s.paddedLen(len(ob.table))
+		b := append(buf[:0], ob.table...)
+		return append(b, make([]byte, n-len(b))...), nil
+	}
 	f, ok, err := s.img.ReadFrame(int64(ob.chunk), buf[:0])
 	if err == nil && !ok {
 		err = fmt.Errorf("chunk %d vanished from the index", ob.chunk)
@@ -1079,7 +1090,7 @@ func (s *sender) finish(r *rxState, d *done) {
 func (s *sender) objectsToChunks(spans []span) []ChunkRange {
 	var out []ChunkRange
 	for _, sp := range spans {
-		end := min(int64(sp.first)+int64(sp.count), int64(len(s.objs)))
+		end := min(int64(sp.first)+int64(sp.count), int64(s.g.frames))
 		for o := int64(sp.first); o < end; o++ {
 			c := int64(s.objs[o].chunk)
 			if l := len(out); l > 0 && out[l-1].First+out[l-1].Count == c {

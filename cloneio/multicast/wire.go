@@ -167,7 +167,10 @@ func (s *signer) open(p []byte) (header, []byte, error) {
 //	108 8  current rate, bytes/s (0: unpaced)
 //	116 4  receivers known
 //	120 8  total bytes of all objects
-//	128
+//	128 4  frames: objects [0, frames) are image frames, the rest zero-run
+//	       tables (see zeroruns.go)
+//	132 4  reserved, zero
+//	136
 type announce struct {
 	state      uint8
 	symSize    int
@@ -183,9 +186,10 @@ type announce struct {
 	rate       uint64
 	receivers  uint32
 	bytes      uint64
+	frames     uint32
 }
 
-const announceLen = 128
+const announceLen = 136
 
 func (a *announce) marshal(b []byte, session uint64) []byte {
 	b = b[:announceLen]
@@ -206,6 +210,8 @@ func (a *announce) marshal(b []byte, session uint64) []byte {
 	be.PutUint64(b[108:], a.rate)
 	be.PutUint32(b[116:], a.receivers)
 	be.PutUint64(b[120:], a.bytes)
+	be.PutUint32(b[128:], a.frames)
+	be.PutUint32(b[132:], 0)
 	return b
 }
 
@@ -240,6 +246,7 @@ func parseAnnounce(h header, body []byte) (*announce, error) {
 		rate:       be.Uint64(b[84:]),
 		receivers:  be.Uint32(b[92:]),
 		bytes:      be.Uint64(b[96:]),
+		frames:     be.Uint32(b[104:]),
 	}
 	copy(a.uuid[:], b[36:52])
 	copy(a.digest[:], b[52:84])
@@ -256,9 +263,12 @@ func parseAnnounce(h header, body []byte) (*announce, error) {
 		return nil, fmt.Errorf("%w: sector size %d", errMalformed, a.sectorSize)
 	case a.diskSize <= 0 || a.diskSize > maxDiskSize:
 		return nil, fmt.Errorf("%w: disk size %d", errMalformed, a.diskSize)
-	case int64(a.objects) > a.numChunks() || a.cursor > a.objects:
-		return nil, fmt.Errorf("%w: %d objects for %d chunks", errMalformed, a.objects, a.numChunks())
-	case a.bytes < uint64(a.objects)*65 || a.bytes > uint64(a.objects)*uint64(maxFrameLen(a.chunkSize)):
+	case int64(a.frames) > a.numChunks() || a.frames > a.objects || a.cursor > a.objects ||
+		int64(a.objects-a.frames) > a.numChunks()/2+1:
+		return nil, fmt.Errorf("%w: %d objects (%d frames) for %d chunks", errMalformed, a.objects, a.frames, a.numChunks())
+	case be.Uint32(b[108:]) != 0:
+		return nil, fmt.Errorf("%w: announce reserved field", errMalformed)
+	case a.bytes < uint64(a.objects)*(tableOverhead+16) || a.bytes > uint64(a.objects)*uint64(maxFrameLen(a.chunkSize)):
 		return nil, fmt.Errorf("%w: %d bytes in %d objects", errMalformed, a.bytes, a.objects)
 	case [8]byte(a.digest[:8]) != h.digestTag:
 		return nil, fmt.Errorf("%w: digest tag does not match the digest", errMalformed)

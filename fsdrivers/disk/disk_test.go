@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/ntfs"
 	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/fsdrivers/swap"
 )
@@ -197,5 +198,62 @@ func TestOpenCorrupt(t *testing.T) {
 	raw[446+12+3] = 0x7f
 	if _, err := Open(bytes.NewReader(raw), int64(len(raw)), 0, drivers); !errors.Is(err, parttable.ErrCorrupt) {
 		t.Errorf("corrupt table: %v", err)
+	}
+}
+
+// TestOpenGPTWithNTFS runs the real drivers over a GPT disk built by
+// sgdisk with an NTFS (mkntfs) and a swap partition.
+func TestOpenGPTWithNTFS(t *testing.T) {
+	needTools(t, "sgdisk", "mkntfs", "mkswap")
+	dir := t.TempDir()
+	p := dir + "/disk.img"
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 48*mib); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sgdisk", "-n", "1:2048:+24M", "-t", "1:0700", "-n", "2:0:0", "-t", "2:8200", p).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v\n%s", err, out)
+	}
+	nt := dir + "/ntfs.img"
+	if err := os.WriteFile(nt, make([]byte, 24*mib), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mkntfs", "-F", "-Q", "-T", "-L", "win", nt).CombinedOutput(); err != nil {
+		t.Fatalf("mkntfs: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ntfsBytes, err := os.ReadFile(nt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(raw[2048*512:], ntfsBytes)
+	tb, err := parttable.Read(bytes.NewReader(raw), int64(len(raw)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(raw[tb.Partitions[1].Start:], mkswapBytes(t, tb.Partitions[1].Size, "11111111-0000-4000-8000-000000000002"))
+
+	d, err := Open(bytes.NewReader(raw), int64(len(raw)), 0, []fsdrivers.Driver{ntfs.Driver{}, swap.Driver{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Parts) != 2 || d.Parts[0].Volume == nil || d.Parts[1].Volume == nil {
+		t.Fatalf("parts %+v", d.Parts)
+	}
+	if v := d.Parts[0].Volume; v.Type() != "ntfs" || v.Label() != "win" {
+		t.Errorf("partition 1: %s %q", v.Type(), v.Label())
+	}
+	if v := d.Parts[1].Volume; v.Type() != "swap" || v.UUID() != "11111111-0000-4000-8000-000000000002" {
+		t.Errorf("partition 2: %s %q", v.Type(), v.UUID())
+	}
+	// The NTFS volume's used ranges stay inside its partition.
+	rs, err := d.Parts[0].Volume.(fsdrivers.UsedRanger).UsedRanges()
+	if err != nil || len(rs) == 0 || rs[len(rs)-1].Off+rs[len(rs)-1].Len > d.Parts[0].Size {
+		t.Errorf("used ranges %v, %v", rs, err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/dimg-project/dimg/fsdrivers"
 )
 
@@ -380,4 +382,69 @@ func (c *cutReader) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// TestCorruptChecksummedBlocks flips a byte only a checksum covers in an
+// extent block and in an xattr block.
+func TestCorruptChecksummedBlocks(t *testing.T) {
+	need(t, "mke2fs", "e2fsck")
+	src := t.TempDir()
+	f, _ := os.Create(src + "/frag")
+	for i := range int64(40) {
+		f.WriteAt([]byte("x"), i*8192)
+	}
+	f.Close()
+	os.WriteFile(src+"/attrs", []byte("a"), 0o644)
+	if err := unix.Setxattr(src+"/attrs", "user.big", bytes.Repeat([]byte("v"), 600), 0); err != nil {
+		t.Skipf("setxattr: %v", err)
+	}
+	os.WriteFile(src+"/ok", []byte("fine"), 0o644)
+	img := mkfs(t, 16<<20, src, "-t", "ext4", "-b", "4096")
+	v := openImage(t, img)
+	frag, err := v.walk("t", "frag", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := v.parseExtNode(frag.block[:], "root")
+	if err != nil || root.depth != 1 {
+		t.Fatalf("frag root %v, %v: want an index root", root, err)
+	}
+	attrs, err := v.walk("t", "attrs", false)
+	if err != nil || attrs.fileACL == 0 {
+		t.Fatalf("attrs has no xattr block (%v)", err)
+	}
+	leaf := int64(root.entries[0].phys)
+	g := readAt(t, img, leaf*4096+8, 1) // eh_generation
+	patch(t, img, leaf*4096+8, []byte{g[0] ^ 1})
+	x := readAt(t, img, int64(attrs.fileACL)*4096+4000, 1) // in the value area
+	patch(t, img, int64(attrs.fileACL)*4096+4000, []byte{x[0] ^ 1})
+	fsckFails(t, img)
+
+	v = openImage(t, img)
+	fr, err := v.Open("frag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(fr)
+	wantCorrupt(t, "reading through a damaged extent block", err)
+	_, err = v.Xattrs("attrs")
+	wantCorrupt(t, "Xattrs with a damaged xattr block", err)
+	stillReads(t, v, "ok", "fine")
+}
+
+// TestNeedsRecoveryCountsEverything: with an unreplayed journal the
+// bitmaps cannot be trusted, so the whole filesystem is used.
+func TestNeedsRecoveryCountsEverything(t *testing.T) {
+	need(t, "mke2fs", "debugfs")
+	img := mkfs(t, 16<<20, smallTree(t), "-t", "ext4")
+	runCmd(t, "debugfs", "-w", "-R", "feature needs_recovery", img)
+	v := openImage(t, img)
+	rs, err := v.UsedRanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || rs[0].Off != 0 || rs[0].Len != 16<<20 || len(v.Warnings()) != 1 {
+		t.Errorf("UsedRanges = %v, warnings %q; want everything and a warning", rs, v.Warnings())
+	}
+	stillReads(t, v, "a.txt", "alpha\n")
 }

@@ -120,7 +120,7 @@ func TestHtreeLookup(t *testing.T) {
 	// Two base images (populating is the slow part); each variant re-hashes
 	// a copy.
 	bases := map[string]string{
-		"ext4-1k":      mkfs(t, 32<<20, src, "-t", "ext4", "-b", "1024"),
+		"ext4-1k": mkfs(t, 32<<20, src, "-t", "ext4", "-b", "1024"),
 		"ext3-2k": mkfs(t, 32<<20, src, "-t", "ext3", "-b", "2048"),
 	}
 	for _, c := range []struct {

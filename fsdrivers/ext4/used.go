@@ -26,10 +26,20 @@ type bitmapJob struct {
 // groups, every group's bitmaps and inode table wherever flex_bg put them,
 // superblock and GDT backups, and always the first 2048 bytes (boot sector
 // and primary superblock). A group whose descriptor or bitmap fails its
-// checksum counts as entirely used, and the reason is kept for Warnings.
+// checksum counts as entirely used, and the reason is kept for Warnings;
+// so does the whole filesystem when its journal needs recovery.
 func (v *Volume) UsedRanges() ([]fsdrivers.Range, error) {
 	if err := v.checkSupported(); err != nil {
 		return nil, err
+	}
+	if v.sb.incompat&incompatRecover != 0 {
+		// The journal holds committed changes not yet written home: the
+		// on-disk bitmaps may miss blocks that replay will claim. Only
+		// the whole filesystem is safe.
+		v.mu.Lock()
+		v.warnings = []string{"the journal needs recovery: every block counted as used"}
+		v.mu.Unlock()
+		return []fsdrivers.Range{{Off: 0, Len: int64(v.sb.blocksCount) << v.blockBits}}, nil
 	}
 	var (
 		runs []blockRun

@@ -94,7 +94,7 @@ type EntryError struct {
 	Err  error
 }
 
-func (e *EntryError) Error() string { return fmt.Sprintf("extract: %s: %v", e.Path, e.Err) }
+func (e *EntryError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
 func (e *EntryError) Unwrap() error { return e.Err }
 
 // CleanPath turns a user's path inside a filesystem ("/", "/etc/", "etc//x")
@@ -174,13 +174,15 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 		if !fi.IsDir() {
 			return x.res, fmt.Errorf("extract: root of the filesystem is not a directory")
 		}
+		_, serr := os.Lstat(dest)
+		created := errors.Is(serr, fs.ErrNotExist)
 		if err := os.MkdirAll(dest, 0o700); err != nil {
 			return x.res, fmt.Errorf("extract: %w", err)
 		}
-		// Fill dest itself: open it and extract the root's children
-		// into it. The root's own mode and times are applied only when
-		// dest did not exist before (see topDir).
-		return x.topDir(dest, fi)
+		// Fill dest itself with the root's children. The root's own
+		// mode, owner and times go to dest only when we created it: an
+		// existing directory the user named keeps its own.
+		return x.topDir(dest, fi, created)
 	}
 	if st, err := os.Stat(dest); err == nil && st.IsDir() {
 		parent, base = dest, path.Base(src)
@@ -200,8 +202,9 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 	return x.res, x.err()
 }
 
-// topDir extracts the root directory's children into dest.
-func (x *extractor) topDir(dest string, fi fs.FileInfo) (Result, error) {
+// topDir extracts the root directory's children into dest, and the root's
+// metadata onto dest when created says dest is ours.
+func (x *extractor) topDir(dest string, fi fs.FileInfo, created bool) (Result, error) {
 	fd, err := unix.Open(dest, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return x.res, fmt.Errorf("extract: open %s: %w", dest, err)
@@ -210,6 +213,15 @@ func (x *extractor) topDir(dest string, fi fs.FileInfo) (Result, error) {
 	x.top = fd
 	x.res.Dirs++
 	x.children(fd, nil, ".", fi, 0, nil)
+	if created && x.ctx.Err() == nil {
+		pfd, err := unix.Open(filepath.Dir(dest), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			if err := x.meta(pfd, filepath.Base(dest), fd, ".", fi); err != nil {
+				x.fail(".", err)
+			}
+			unix.Close(pfd)
+		}
+	}
 	return x.res, x.err()
 }
 

@@ -163,7 +163,7 @@ func (p *dirParser) addLFN(e []byte) {
 			return
 		}
 		p.lfnCount, p.lfnNext, p.lfnSum = n, n, e[13]
-	} else if p.lfnCount == 0 || ord != p.lfnNext || e[13] != p.lfnSum {
+	} else if p.lfnCount == 0 || ord < 1 || ord != p.lfnNext || e[13] != p.lfnSum {
 		p.resetLFN()
 		return
 	}

@@ -52,7 +52,7 @@ func (v *Volume) lookup(op, name string) (*dirent, error) {
 		}
 		// Cluster 0 (no clusters) is reported by dirList when it is read.
 		if e.isDir() && e.first != 0 && slices.Contains(ancestors, e.first) {
-			return nil, &fs.PathError{Op: op, Path: name, Err: fmt.Errorf("fat: directory %q at cluster %d contains itself: %w", comp, e.first, fsdrivers.ErrCorrupt)}
+			return nil, &fs.PathError{Op: op, Path: name, Err: fmt.Errorf("fat: directory %q at cluster %d is its own ancestor: %w", comp, e.first, fsdrivers.ErrCorrupt)}
 		}
 		cur = e
 	}
@@ -66,7 +66,7 @@ func (v *Volume) Open(name string) (fs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := v.info(d, name)
+	info, err := v.info(d)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
@@ -77,12 +77,13 @@ func (v *Volume) Open(name string) (fs.File, error) {
 		}
 		return &dirFile{v: v, path: name, info: info, entries: l.entries}, nil
 	}
-	ch, err := v.fat.walk(d.first, 0)
+	cs := v.g.clusterSize
+	need := (int64(d.size) + cs - 1) / cs
+	ch, err := v.fat.walk(d.first, need, 0)
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
-	cs := v.g.clusterSize
-	if need := (int64(d.size) + cs - 1) / cs; ch.total < need {
+	if ch.total < need {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf(
 			"fat: size %d needs %d clusters, chain from %d has %d: %w", d.size, need, d.first, ch.total, fsdrivers.ErrCorrupt)}
 	}
@@ -100,7 +101,7 @@ func (v *Volume) stat(op, name string) (fs.FileInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := v.info(d, name)
+	info, err := v.info(d)
 	if err != nil {
 		return nil, &fs.PathError{Op: op, Path: name, Err: err}
 	}
@@ -146,10 +147,10 @@ func (v *Volume) Xattrs(name string) (map[string][]byte, error) {
 	return map[string][]byte{}, nil
 }
 
-// info builds the FileInfo of d, found at path name. A directory's size is
-// the bytes of its clusters (as Linux reports it), which needs a walk of
-// its chain in the cached FAT.
-func (v *Volume) info(d *dirent, name string) (*fileInfo, error) {
+// info builds the FileInfo of d. A directory's size is the bytes of its
+// clusters (as Linux reports it), which needs a walk of its chain in the
+// cached FAT; a chain that loops makes Stat of that directory fail.
+func (v *Volume) info(d *dirent) (*fileInfo, error) {
 	fi := &fileInfo{v: v, d: d, name: d.name, size: int64(d.size)}
 	if d == v.root {
 		fi.name = "."
@@ -160,7 +161,7 @@ func (v *Volume) info(d *dirent, name string) (*fileInfo, error) {
 			fi.size = v.g.rootBytes
 		default:
 			maxClusters := max(maxDirBytes/v.g.clusterSize, 1)
-			ch, err := v.fat.walk(d.first, maxClusters)
+			ch, err := v.fat.walk(d.first, 0, maxClusters)
 			if err != nil {
 				return nil, err
 			}
@@ -230,7 +231,7 @@ func (e *dirEntry) Type() fs.FileMode {
 }
 
 func (e *dirEntry) Info() (fs.FileInfo, error) {
-	fi, err := e.v.info(e.d, e.d.name)
+	fi, err := e.v.info(e.d)
 	if err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: e.d.name, Err: err}
 	}

@@ -133,6 +133,43 @@ var fatCompare = fstestutil.Options{
 	MtimeRound: 2 * time.Second,
 }
 
+// rootTimed gives the root of v the mtime of the host directory src: a FAT
+// root directory has no timestamps (we report the zero time), which is the
+// one thing fstestutil would otherwise flag.
+func rootTimed(t testing.TB, v *Volume, src string) fsdrivers.Filesystem {
+	hfi, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rootMtime{v, hfi.ModTime()}
+}
+
+type rootMtime struct {
+	*Volume
+	mtime time.Time
+}
+
+func (r rootMtime) Lstat(name string) (fs.FileInfo, error) {
+	fi, err := r.Volume.Lstat(name)
+	if err != nil || name != "." {
+		return fi, err
+	}
+	if !fi.ModTime().IsZero() {
+		return nil, errors.New("the FAT root has an mtime")
+	}
+	st := *fi.Sys().(*fsdrivers.Stat)
+	st.Mtime = r.mtime
+	return timedInfo{fi, &st}, nil
+}
+
+type timedInfo struct {
+	fs.FileInfo
+	st *fsdrivers.Stat
+}
+
+func (ti timedInfo) ModTime() time.Time { return ti.st.Mtime }
+func (ti timedInfo) Sys() any           { return ti.st }
+
 var oracleImages = []struct {
 	name          string
 	bits, sizeMiB int
@@ -185,7 +222,7 @@ func TestOracle(t *testing.T) {
 			// Against the source tree, with the drivers' shared helper
 			// (names both ways, types, sizes, mtimes to FAT's 2 s,
 			// content by Read and ReadAt) and with our snapshot.
-			fstestutil.CompareTreeWith(t, v, src, fatCompare)
+			fstestutil.CompareTreeWith(t, rootTimed(t, v, src), src, fatCompare)
 			want := snapshot(t, os.DirFS(src))
 			compareTrees(t, snapshot(t, v), want)
 
@@ -259,21 +296,24 @@ func checkMtype(t *testing.T, v *Volume, img string) {
 	})
 }
 
-// measureRead logs the throughput of reading a file in 1 MiB reads.
+// measureRead logs the throughput of reading a file in 8 KiB and in 1 MiB
+// reads (go-diskfs managed 3 MB/s with 8 KiB reads: FINDINGS.md).
 func measureRead(t *testing.T, v *Volume, name string) {
-	f, err := v.Open(name)
-	if err != nil {
-		t.Errorf("Open(%q): %v", name, err)
-		return
+	for _, bs := range []int{8 << 10, 1 << 20} {
+		f, err := v.Open(name)
+		if err != nil {
+			t.Errorf("Open(%q): %v", name, err)
+			return
+		}
+		start := time.Now()
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, bs))
+		if err != nil {
+			t.Errorf("read %s: %v", name, err)
+		}
+		el := time.Since(start)
+		t.Logf("read %s in %d KiB reads: %d MiB in %v (%.0f MiB/s, %d runs)", name, bs>>10, n>>20, el.Round(time.Millisecond), float64(n)/(1<<20)/el.Seconds(), len(f.(*file).ch.runs))
+		f.Close()
 	}
-	defer f.Close()
-	start := time.Now()
-	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
-	if err != nil {
-		t.Errorf("read %s: %v", name, err)
-	}
-	el := time.Since(start)
-	t.Logf("read %s: %d MiB in %v (%.0f MiB/s, %d runs)", name, n>>20, el.Round(time.Millisecond), float64(n)/(1<<20)/el.Seconds(), len(f.(*file).ch.runs))
 }
 
 // checkUsedRanges copies only the used ranges of img into a zeroed image and

@@ -2,6 +2,7 @@ package fat
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -281,6 +282,8 @@ func TestSynthDirEntries(t *testing.T) {
 		{"dots and label", [][]byte{shortEntry(".          ", 0x10, 0, 0, 0), shortEntry("..         ", 0x10, 0, 0, 0), shortEntry("VOL        ", 0x08, 0, 0, 0)}, nil},
 		{"slash in name", [][]byte{shortEntry("A/B     TXT", 0x20, 0, 0, 0)}, nil},
 		{"slash in lfn falls back to 8.3", append(lfnEntries("a/b", shortSum([]byte("AB      TXT"))), shortEntry("AB      TXT", 0x20, 0, 0, 0)), []string{"AB.TXT"}},
+		{"last flag with count 0", [][]byte{e(good[0], func(b []byte) { b[0] = 0x40 }), short}, []string{"LONGNA~1.TXT"}},
+		{"count 21", [][]byte{e(good[0], func(b []byte) { b[0] = 0x40 | 21 }), short}, []string{"LONGNA~1.TXT"}},
 		{"surrogates", append(lfnEntries("\U0001F600x", shortSum([]byte("X       TXT"))), shortEntry("X       TXT", 0x20, 0, 0, 0)), []string{"\U0001F600x"}},
 	}
 	for _, tc := range cases {
@@ -360,5 +363,69 @@ func testSynthUsedRanges(t *testing.T, fat32 bool) {
 		if got := covered(s.ClusterOffset(c)); got != used[c] {
 			t.Errorf("cluster %d: used %v, want %v", c, got, used[c])
 		}
+	}
+}
+
+// TestActiveFAT: on FAT32 with mirroring disabled (BPB_ExtFlags bit 7) only
+// the FAT numbered in bits 0-3 is live; reads follow it, and UsedRanges
+// still counts what any copy marks.
+func TestActiveFAT(t *testing.T) {
+	s := buildSynthFAT(t, 2048, true, synthTree())
+	c := s.info["frag.bin"].clusters
+	// Break the chain in FAT 0 only.
+	off := s.reserved*512 + int(c[2])*4
+	copy(s.img[off:], []byte{0, 0, 0, 0})
+	want := pattern(3, 5*512+17)
+
+	for _, tc := range []struct {
+		flags uint16
+		ok    bool
+	}{{0x0000, false}, {0x0080, false}, {0x0081, true}} {
+		binary.LittleEndian.PutUint16(s.img[40:], tc.flags)
+		v := openSynth(t, s)
+		got, err := fs.ReadFile(v, "frag.bin")
+		if tc.ok != (err == nil) {
+			t.Errorf("flags %#04x: ReadFile error %v", tc.flags, err)
+		}
+		if tc.ok && !bytes.Equal(got, want) {
+			t.Errorf("flags %#04x: wrong content", tc.flags)
+		}
+		rs, err := v.UsedRanges()
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := s.ClusterOffset(c[2])
+		if !slices.ContainsFunc(rs, func(r fsdrivers.Range) bool { return at >= r.Off && at < r.Off+r.Len }) {
+			t.Errorf("flags %#04x: a cluster FAT 1 marks used is not in UsedRanges", tc.flags)
+		}
+	}
+}
+
+// TestChainLongerThanSize: extra clusters after a file's size (fsck.fat
+// would truncate the chain) are ignored, as Linux does; only the clusters the
+// size needs are kept as runs, while the whole chain is still walked for loops.
+func TestChainLongerThanSize(t *testing.T) {
+	s := buildSynth(t, 2048, synthTree())
+	binary.LittleEndian.PutUint32(s.img[s.info["frag.bin"].entryOff+28:], 600)
+	v := openSynth(t, s)
+	f, err := v.Open("frag.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ch := f.(*file).ch
+	if ch.kept != 2 || ch.total != 6 || len(ch.runs) != 2 {
+		t.Errorf("kept %d of %d clusters in %d runs; want 2 of 6 in 2", ch.kept, ch.total, len(ch.runs))
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, pattern(3, 5*512+17)[:600]) {
+		t.Errorf("read %d bytes, %v", len(got), err)
+	}
+	// A loop past the size is still found.
+	c := s.info["frag.bin"].clusters
+	s.SetFAT(c[5], c[3])
+	v = openSynth(t, s)
+	if _, err := v.Open("frag.bin"); !errors.Is(err, fsdrivers.ErrCorrupt) {
+		t.Errorf("Open with a loop past the size = %v", err)
 	}
 }

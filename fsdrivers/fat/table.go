@@ -148,12 +148,14 @@ type run struct {
 	n     uint32 // clusters
 }
 
-// chain holds the runs of a cluster chain and, for each run, how many
-// clusters precede it, so an offset maps to a run by binary search.
+// chain holds the runs of (the first part of) a cluster chain and, for
+// each run, how many clusters precede it, so an offset maps to a run by
+// binary search.
 type chain struct {
 	runs   []run
 	before []int64
-	total  int64 // clusters
+	kept   int64 // clusters in runs
+	total  int64 // clusters walked
 }
 
 // find returns the index of the run holding the chain's cluster number k
@@ -165,9 +167,11 @@ func (c *chain) find(k int64) int {
 // walk follows the chain from first to its end. The walk is bounded by the
 // volume's cluster count: a longer chain must revisit a cluster, i.e. loop.
 // Brent's cycle detection finds short loops early instead of after
-// clusterCount steps. limit, when > 0, stops the walk after that many
+// clusterCount steps. Only the first keep clusters are recorded as runs, so
+// memory is bounded by what the caller can use (a file's size) even when a
+// hostile chain is longer. limit, when > 0, stops the walk after that many
 // clusters (used for directories, whose size the specification caps).
-func (t *table) walk(first uint32, limit int64) (*chain, error) {
+func (t *table) walk(first uint32, keep, limit int64) (*chain, error) {
 	g := t.g
 	c := &chain{}
 	if first == 0 {
@@ -189,11 +193,14 @@ func (t *table) walk(first uint32, limit int64) (*chain, error) {
 			tortoise, power, lam = cur, power*2, 0
 		}
 		lam++
-		if n := len(c.runs); n > 0 && c.runs[n-1].first+c.runs[n-1].n == cur {
-			c.runs[n-1].n++
-		} else {
-			c.before = append(c.before, c.total)
-			c.runs = append(c.runs, run{first: cur, n: 1})
+		if c.kept < keep {
+			if n := len(c.runs); n > 0 && c.runs[n-1].first+c.runs[n-1].n == cur {
+				c.runs[n-1].n++
+			} else {
+				c.before = append(c.before, c.kept)
+				c.runs = append(c.runs, run{first: cur, n: 1})
+			}
+			c.kept++
 		}
 		c.total++
 		if limit > 0 && c.total >= limit {

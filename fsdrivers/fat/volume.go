@@ -139,7 +139,7 @@ func (v *Volume) parseDir(d *dirent) (*dirList, error) {
 		return &p.list, nil
 	}
 	maxClusters := max(maxDirBytes/g.clusterSize, 1)
-	ch, err := v.fat.walk(d.first, maxClusters+1)
+	ch, err := v.fat.walk(d.first, maxClusters, maxClusters+1)
 	if err != nil {
 		return nil, fmt.Errorf("fat: directory %q: %w", d.name, err)
 	}

@@ -38,6 +38,7 @@ type Options struct {
 	IgnoreXattrs bool          // extended attributes
 	IgnoreAtime  bool          // access time
 	IgnoreCtime  bool          // change time
+	IgnoreBtime  bool          // creation time (compared when statx reports one)
 	IgnoreBlocks bool          // allocated size (Stat.Blocks) of regular files
 	MtimeRound   time.Duration // compare mtimes truncated to this (FAT: 2s); 0 = exact
 	// HashLimit, when > 0, compares files larger than this by sampled
@@ -123,6 +124,9 @@ func compareEntry(t testing.TB, fsys fsdrivers.Filesystem, hostPath, rel string,
 		t.Errorf("%s: Name() %q", rel, fi.Name())
 	}
 	compareStat(t, fi, hfi, rel, o)
+	if !o.IgnoreBtime {
+		compareBtime(t, fi, hostPath, rel)
+	}
 
 	switch {
 	case hfi.Mode()&fs.ModeSymlink != 0:
@@ -186,6 +190,23 @@ func compareStat(t testing.TB, fi, hfi fs.FileInfo, rel string, o Options) {
 	}
 	if hfi.Mode().IsRegular() && st.Blocks != hs.Blocks && !o.IgnoreBlocks {
 		t.Errorf("%s: blocks %d, host %d", rel, st.Blocks, hs.Blocks)
+	}
+}
+
+// compareBtime checks Stat.Btime against statx(2)'s birth time, when the
+// host filesystem reports one.
+func compareBtime(t testing.TB, fi fs.FileInfo, hostPath, rel string) {
+	t.Helper()
+	st, ok := fi.Sys().(*fsdrivers.Stat)
+	if !ok {
+		return
+	}
+	var sx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, hostPath, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &sx); err != nil || sx.Mask&unix.STATX_BTIME == 0 {
+		return
+	}
+	if hb := time.Unix(sx.Btime.Sec, int64(sx.Btime.Nsec)); !st.Btime.Equal(hb) {
+		t.Errorf("%s: btime %v, host %v", rel, st.Btime, hb)
 	}
 }
 

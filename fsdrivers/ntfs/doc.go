@@ -40,4 +40,14 @@
 //     (tags 0xA000000C, 0xA0000003), WSL ones tag 0xA000001D.
 //   - Named data streams (ADS) are exposed as "user.<stream>" extended
 //     attributes, as ntfs-3g's default streams_interface=xattr does.
+//
+// Differences from ntfs-3g, the test oracle: names are looked up exactly
+// (ntfs-3g also accepts a Win32 name in another case); permissions are
+// 0755/0644/0444 rather than ntfs-3g's 0777 without a user mapping; an
+// absolute Windows symlink or junction ("C:\dir") reads as "/dir", relative
+// to this volume's root, where ntfs-3g prefixes its mount point; a
+// directory's size is its index size. Metafiles (records 0-15) are hidden
+// and unreachable, as in ntfs-3g; "$RECYCLE.BIN" and "System Volume
+// Information" are ordinary directories and are shown. EFS-encrypted
+// streams fail to read with ErrEncrypted.
 package ntfs

@@ -159,4 +159,3 @@ func haveNTFS3G() bool {
 	_, err := os.Stat("/dev/fuse")
 	return err == nil
 }
-

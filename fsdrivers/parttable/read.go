@@ -28,8 +28,10 @@ const maxTableBytes = 4 << 20
 // Read reads the partition table of a disk of diskSize bytes.
 //
 // sectorSize is the logical sector size; 0 detects it: a GPT header
-// signature at byte 512 means 512, at byte 4096 means 4096 ("4Kn"); an
-// MBR-only disk is read with 512 unless the caller says 4096.
+// signature at byte 512 means 512, at byte 4096 means 4096 ("4Kn"), and
+// failing both, the backup header's signature in the last 512- or
+// 4096-byte sector decides; an MBR-only disk is read with 512 unless the
+// caller says 4096.
 //
 // A disk without a recognisable table (a bare filesystem, zeros) is returned
 // as Kind "none" with no partitions. Read returns an error wrapping ErrCorrupt
@@ -60,6 +62,10 @@ func Read(r io.ReaderAt, diskSize int64, sectorSize int) (*Table, error) {
 	case mbrOK && m.protective():
 		t, err := readGPT(r, diskSize, ss)
 		if err != nil {
+			other := int64(4096 + 512 - ss)
+			if ok, _ := gptSignatureAt(r, diskSize, other); ok {
+				return nil, fmt.Errorf("%w (a GPT header is at byte %d: the disk has %d-byte sectors)", err, other, other)
+			}
 			return nil, err
 		}
 		if m.hybrid() {
@@ -100,13 +106,24 @@ func detectSectorSize(r io.ReaderAt, diskSize int64, sectorSize int) (int, error
 	default:
 		return 0, fmt.Errorf("%w: %d", ErrSectorSize, sectorSize)
 	}
-	for _, ss := range []int64{512, 4096} {
-		ok, err := gptSignatureAt(r, diskSize, ss)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			return int(ss), nil
+	// The primary header first; if neither size has one (a damaged
+	// primary), the backup header in the disk's last sector.
+	for _, at := range []func(ss int64) int64{
+		func(ss int64) int64 { return ss },
+		func(ss int64) int64 { return diskSize/ss*ss - ss },
+	} {
+		for _, ss := range []int64{512, 4096} {
+			off := at(ss)
+			if off <= 0 {
+				continue
+			}
+			ok, err := gptSignatureAt(r, diskSize, off)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				return int(ss), nil
+			}
 		}
 	}
 	return 512, nil

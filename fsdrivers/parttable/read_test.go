@@ -142,6 +142,16 @@ func Test4Kn(t *testing.T) {
 			if c.name == "gpt" {
 				sgdiskVerify(t, dev)
 				sgdiskCompare(t, dev, tb)
+				// A damaged primary header: detection falls back to the
+				// backup's signature in the last 4096-byte sector.
+				f := openRW(t, p)
+				if _, err := f.WriteAt(make([]byte, 8), 4096); err != nil {
+					t.Fatal(err)
+				}
+				tb2 := readFile(t, p, 0)
+				if tb2.SectorSize != 4096 || len(tb2.Partitions) != len(tb.Partitions) || len(tb2.Warnings) == 0 {
+					t.Errorf("damaged 4Kn primary: %+v", tb2)
+				}
 			}
 		})
 	}
@@ -216,4 +226,16 @@ func equalRanges(a, b []Range) bool {
 		}
 	}
 	return true
+}
+
+func TestWrongSectorSize(t *testing.T) {
+	needTools(t, "sfdisk")
+	p := newDisk(t, 64*mib)
+	dev := attachLoop(t, p, 4096)
+	runNoFail(t, "label: gpt\nfirst-lba: 6\nstart=256, size=2560, type=L\n", "sfdisk", "-q", dev)
+	f := openRW(t, p)
+	_, err := Read(f, 64*mib, 512)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "4096-byte sectors") {
+		t.Errorf("4Kn GPT read as 512: %v", err)
+	}
 }
