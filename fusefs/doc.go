@@ -1,0 +1,26 @@
+// Package fusefs serves a disk image read-only through FUSE (go-fuse v2).
+//
+// Vocabulary:
+//   - root: the mount's top directory. It holds disk.img (the whole disk,
+//     raw), pN.img (partition N, raw, exactly its bytes, so the kernel can
+//     loop-mount it) and pN/ (partition N's filesystem as a file tree, when
+//     a driver recognised it and it implements fsdrivers.Filesystem).
+//   - Part: one partition as handed in by the caller: its number, a bounded
+//     reader of its bytes and, optionally, its opened filesystem.
+//   - tree node: a file, directory, symlink, device or fifo inside pN/,
+//     addressed by its io/fs path in the partition's filesystem.
+//   - inode number: pN's files show the filesystem's own inode number with
+//     the partition's index in the top 16 bits, so hard links share an inode
+//     number and partitions never collide.
+//
+// The image is immutable, so everything is cached hard: file data (open
+// with FOPEN_KEEP_CACHE), directory listings (FOPEN_CACHE_DIR), attributes,
+// entries and negative entries for an hour, symlink targets. Nothing is
+// walked at mount time: a directory is listed when the kernel asks for it.
+// Reads go straight from the request's buffer to ReaderAt.
+//
+// Errors are mapped in one place (toErrno): a missing name is ENOENT; a
+// damaged filesystem or a chunk failing its checksum is EIO, with one log
+// line naming the file and the error (which names the chunk) through the
+// optional *slog.Logger. Wrong bytes are never served.
+package fusefs

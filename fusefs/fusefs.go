@@ -1,0 +1,236 @@
+package fusefs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/dimg-project/dimg/fsdrivers"
+)
+
+// Part is one partition to show.
+type Part struct {
+	// Number is the partition number as the table numbers it; the files
+	// are called pNumber.img and pNumber/.
+	Number int
+	// Raw reads exactly the partition's bytes.
+	Raw io.ReaderAt
+	// Size is the partition's size in bytes.
+	Size int64
+	// FS is the partition's file tree, nil when no filesystem was
+	// recognised (then only pN.img is shown).
+	FS fsdrivers.Filesystem
+}
+
+// Options controls the served tree and the mount. The zero value is the
+// default.
+type Options struct {
+	// ImagePath is the image file: shown as the mount's source
+	// ("dimg:<path>") and checked not to lie under the mountpoint.
+	ImagePath string
+	// ImageTime is the time shown on disk.img, pN.img and the root; zero
+	// means the time of mounting.
+	ImageTime time.Time
+	// Logger receives one line per I/O error served as EIO and go-fuse's
+	// own warnings; nil means none.
+	Logger *slog.Logger
+	// AllowOther lets other users see the mount (needs root or
+	// user_allow_other); the kernel then checks permissions
+	// (default_permissions).
+	AllowOther bool
+	// Debug logs every FUSE request through Logger.
+	Debug bool
+	// CacheTimeout is how long the kernel may cache attributes and
+	// entries; zero means one hour (the image never changes).
+	CacheTimeout time.Duration
+}
+
+// Ino of the fixed root entries; tree inode numbers have a partition index
+// in their top 16 bits, so they never collide with these.
+const (
+	rootIno     = 1
+	diskImgIno  = 2
+	firstRawIno = 16 // pN.img of the i-th partition: firstRawIno + i
+	partShift   = 48
+)
+
+// treeIno makes the mount-wide inode number of a file of the part-th
+// partition (counted from 1). A number the scheme cannot hold becomes 0,
+// which go-fuse replaces by a fresh number: the file is still served,
+// but its hard links no longer share an inode number.
+func treeIno(part int, fsIno uint64) uint64 {
+	if fsIno == 0 || fsIno >= 1<<partShift || part <= 0 || part >= 1<<(64-partShift) {
+		return 0
+	}
+	return uint64(part)<<partShift | fsIno
+}
+
+// root is the mount's top directory. Its children are fixed and made in
+// OnAdd, so the kernel never needs a Lookup on it.
+type root struct {
+	fs.Inode
+	disk  io.ReaderAt
+	size  int64
+	parts []Part
+	opt   Options
+	log   *errLog
+	mtime time.Time
+	uid   uint32
+	gid   uint32
+}
+
+var (
+	_ = (fs.NodeOnAdder)((*root)(nil))
+	_ = (fs.NodeGetattrer)((*root)(nil))
+	_ = (fs.NodeStatfser)((*root)(nil))
+)
+
+// NewRoot builds the root node of the tree for disk (size bytes) and its
+// partitions. Mount uses it; tests can call its nodes without mounting
+// (see fs.NewNodeFS).
+func NewRoot(disk io.ReaderAt, size int64, parts []Part, opt Options) fs.InodeEmbedder {
+	t := opt.ImageTime
+	if t.IsZero() {
+		t = time.Now()
+	}
+	return &root{
+		disk: disk, size: size, parts: parts, opt: opt,
+		log:   newErrLog(opt.Logger),
+		mtime: t,
+		uid:   uint32(os.Getuid()),
+		gid:   uint32(os.Getgid()),
+	}
+}
+
+func (r *root) OnAdd(ctx context.Context) {
+	add := func(name string, ra io.ReaderAt, size int64, ino uint64) {
+		n := &rawFile{r: ra, size: size, root: r, name: name}
+		ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
+		r.AddChild(name, ch, false)
+	}
+	add("disk.img", r.disk, r.size, diskImgIno)
+	for i, p := range r.parts {
+		add(fmt.Sprintf("p%d.img", p.Number), p.Raw, p.Size, firstRawIno+uint64(i))
+		if p.FS == nil {
+			continue
+		}
+		dir := fmt.Sprintf("p%d", p.Number)
+		fi, err := p.FS.Lstat(".")
+		if err != nil {
+			// A filesystem whose root cannot be read shows as
+			// missing; its raw pN.img is still there.
+			r.log.errno("stat", dir, err)
+			continue
+		}
+		t := &tree{fsys: p.FS, part: i + 1, name: dir, size: p.Size, log: r.log}
+		n := &node{tree: t, path: ".", fi: fi}
+		ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: treeIno(i+1, inoOf(fi))})
+		r.AddChild(dir, ch, false)
+	}
+}
+
+func (r *root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	out.Nlink = 2
+	out.Uid, out.Gid = r.uid, r.gid
+	out.SetTimes(&r.mtime, &r.mtime, &r.mtime)
+	out.Blksize = 4096
+	return 0
+}
+
+func (r *root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	statfs(out, r.size)
+	return 0
+}
+
+// statfs reports a read-only filesystem of size bytes, all of them used.
+func statfs(out *fuse.StatfsOut, size int64) {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.Blocks = uint64(size+4095) / 4096
+	out.NameLen = 255
+}
+
+// rawFile is disk.img or pN.img: bytes of the disk, read-only.
+type rawFile struct {
+	fs.Inode
+	r    io.ReaderAt
+	size int64
+	root *root
+	name string
+}
+
+var (
+	_ = (fs.NodeOpener)((*rawFile)(nil))
+	_ = (fs.NodeReader)((*rawFile)(nil))
+	_ = (fs.NodeFlusher)((*rawFile)(nil))
+	_ = (fs.NodeGetattrer)((*rawFile)(nil))
+	_ = (fs.NodeStatfser)((*rawFile)(nil))
+)
+
+func (n *rawFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r := n.root
+	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
+	out.Size = uint64(n.size)
+	out.Blksize = 4096
+	out.Blocks = (out.Size + 511) / 512
+	out.Uid, out.Gid = r.uid, r.gid
+	out.SetTimes(&r.mtime, &r.mtime, &r.mtime)
+	return 0
+}
+
+func (n *rawFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	// The bytes never change: let the kernel keep its page cache across
+	// opens.
+	return nil, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Flush answers ENOSYS, as node.Flush does.
+func (n *rawFile) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
+
+func (n *rawFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	got, errno := readAt(n.r, n.size, dest, off, n.root.log, n.name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+func (n *rawFile) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	statfs(out, n.root.size)
+	return 0
+}
+
+// readAt serves one read request of a file of size bytes into dest.
+func readAt(r io.ReaderAt, size int64, dest []byte, off int64, log *errLog, name string) (int, syscall.Errno) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if off >= size {
+		return 0, 0
+	}
+	if rest := size - off; int64(len(dest)) > rest {
+		dest = dest[:rest]
+	}
+	got, err := r.ReadAt(dest, off)
+	if got == len(dest) {
+		return got, 0 // io.EOF at the very end is fine
+	}
+	if err == nil || err == io.EOF {
+		err = fmt.Errorf("short read: %d of %d bytes at offset %d: %w", got, len(dest), off, io.ErrUnexpectedEOF)
+	}
+	// Even with some bytes in hand, a failed read is an error: serving
+	// a short read would make the reader think the file ends here.
+	return 0, log.errno("read", name, err)
+}
