@@ -31,6 +31,9 @@ type Plan struct {
 
 // SectorPlan copies every byte.
 func SectorPlan(size int64, sectorSize int) *Plan {
+	if sectorSize == 0 {
+		sectorSize = 512
+	}
 	return &Plan{Size: size, SectorSize: sectorSize, Info: imagefmt.DiskInfo{Table: "none", Mode: "sector"}}
 }
 

@@ -24,7 +24,7 @@ type Device struct {
 	*os.File
 	Path       string
 	Size       int64
-	SectorSize int
+	SectorSize int // logical sector size; 0 for a file (unknown)
 	IsBlock    bool
 }
 
@@ -57,12 +57,15 @@ func describe(f *os.File, path string) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{File: f, Path: path, SectorSize: 512}
+	d := &Device{File: f, Path: path}
 	switch {
 	case st.Mode().IsRegular():
+		// A file has no sector size of its own: 0 lets the partition table
+		// reader detect it (a 4Kn GPT) and falls back to 512.
 		d.Size = st.Size()
 	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
 		d.IsBlock = true
+		d.SectorSize = 512
 		var size uint64
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&size)))
 		if errno != 0 {

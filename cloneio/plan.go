@@ -38,6 +38,9 @@ func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Dri
 	if t.SectorSize > 0 {
 		p.SectorSize = t.SectorSize
 	}
+	if p.SectorSize == 0 {
+		p.SectorSize = 512
+	}
 	if opt.Sector {
 		p.Info.Mode = "sector"
 	}

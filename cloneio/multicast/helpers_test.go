@@ -90,6 +90,13 @@ func makeImage(t testing.TB, disk, img string, chunk int) {
 			t.Fatal(err)
 		}
 		if imagefmt.IsZero(data[:n]) {
+			// Every third zero chunk was "in use" on the source: a zero
+			// run a device target must zero; the others were unused.
+			if c%3 == 0 {
+				if err := w.WriteZeroRun(c, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
 			continue
 		}
 		f, err := e.Encode(fb, c, data[:n])

@@ -762,6 +762,7 @@ func (r *receiver) dispatchFetches(edge position, all bool) {
 func (r *receiver) fetcher(ctx context.Context) {
 	var img *imagefmt.Reader
 	var entries []imagefmt.Entry
+	var tables [][]byte
 	var openErr error
 	var buf []byte
 	for o := range r.fetchq {
@@ -769,16 +770,26 @@ func (r *receiver) fetcher(ctx context.Context) {
 			img, openErr = openHTTPImage(ctx, r.opt.HTTPClient, r.opt.RepairURL)
 			if openErr == nil {
 				entries = slices.Collect(img.Entries())
+				tables = zeroRunTables(img.ZeroRuns(), r.ann.chunkSize)
 				switch {
 				case img.Digest() != r.ann.digest:
 					openErr = fmt.Errorf("multicast: repair URL serves another image (digest %x)", img.Digest())
-				case len(entries) != int(r.ann.objects) || img.Header().ChunkSize != r.ann.chunkSize:
+				case len(entries) != int(r.g.frames) || len(tables) != int(r.g.objects-r.g.frames) ||
+					img.Header().ChunkSize != r.ann.chunkSize:
 					openErr = fmt.Errorf("multicast: repair URL image has a different layout")
 				}
 			}
 		}
 		if openErr != nil {
 			r.fetchDone(ctx, writeResult{obj: o, fetch: true, err: openErr, httpErr: true})
+			continue
+		}
+		if o >= r.g.frames {
+			select {
+			case r.writeq <- writeJob{obj: o, raw: tables[o-r.g.frames], fetch: true}:
+			case <-ctx.Done():
+				return
+			}
 			continue
 		}
 		e := entries[o]
@@ -890,12 +901,12 @@ func (r *receiver) finish(ctx context.Context, recvErr error) *done {
 	progress := make(chan int64, 64)
 	go func() {
 		var res result
-		res.err = r.zeroAbsent()
+		res.err = r.layout()
 		if res.err == nil {
 			res.err = r.target.Sync()
 		}
 		if res.err == nil {
-			res.digest, res.bad, res.nbad, res.err = readBack(ctx, r.target, r.ann, r.expect, func(n int64) {
+			res.digest, res.bad, res.nbad, res.err = readBack(ctx, r.target, r.ann, r.classify, func(n int64) {
 				select {
 				case progress <- n:
 				default:
@@ -936,34 +947,82 @@ wait:
 	return fail(resultMismatch, fmt.Sprintf("%d chunks read back differ from the image", res.nbad))
 }
 
-// expect gives the sum prefix of chunk c when it is stored.
-func (r *receiver) expect(c int64) ([8]byte, bool) {
+// classify tells what chunk c must read back as: a stored chunk's
+// SHA-256 prefix, zeros (a zero run), or anything (unused).
+func (r *receiver) classify(c int64) (int, [8]byte) {
 	i := sort.Search(len(r.chunkOf), func(i int) bool { return int64(r.chunkOf[i]) >= c })
 	if i < len(r.chunkOf) && int64(r.chunkOf[i]) == c {
-		return r.sums[i], true
+		return imagefmt.ChunkStored, r.sums[i]
 	}
-	return [8]byte{}, false
+	j := sort.Search(len(r.runs), func(j int) bool { return r.runs[j].Start+r.runs[j].Count > c })
+	if j < len(r.runs) && r.runs[j].Start <= c {
+		return imagefmt.ChunkZero, [8]byte{}
+	}
+	return imagefmt.ChunkUnused, [8]byte{}
 }
 
-// zeroAbsent zeroes the runs of chunks no object covers.
-func (r *receiver) zeroAbsent() error {
+// layout checks that frames and zero runs describe one disk (increasing,
+// disjoint) and then zeroes the zero runs and hands the gaps to Unused,
+// as restore does.
+func (r *receiver) layout() error {
+	r.runs = r.runs[:0]
+	for _, t := range r.tables {
+		if len(r.runs) > 0 && len(t) > 0 && t[0].Start < r.runs[len(r.runs)-1].Start+r.runs[len(r.runs)-1].Count {
+			return fmt.Errorf("multicast: %w: zero-run tables overlap", imagefmt.ErrCorrupt)
+		}
+		r.runs = append(r.runs, t...)
+	}
 	cs := int64(r.ann.chunkSize)
-	next := int64(0)
-	zero := func(from, to int64) error {
-		if to <= from {
+	span := func(from, to int64) (int64, int64) {
+		off := from * cs
+		return off, min(to*cs, r.ann.diskSize) - off
+	}
+	next := int64(0) // first chunk not yet accounted for
+	unused := func(to int64) error {
+		if to <= next {
 			return nil
 		}
-		off := from * cs
-		end := min(to*cs, r.ann.diskSize)
-		return r.target.ZeroRange(off, end-off)
+		off, n := span(next, to)
+		next = to
+		return r.target.Unused(off, n)
 	}
-	for _, c := range r.chunkOf {
-		if err := zero(next, int64(c)); err != nil {
+	ri := 0
+	for i, c := range r.chunkOf {
+		if int64(c) < next || i > 0 && c <= r.chunkOf[i-1] {
+			return fmt.Errorf("multicast: %w: chunk %d out of order or inside a zero run", imagefmt.ErrCorrupt, c)
+		}
+		for ; ri < len(r.runs) && r.runs[ri].Start < int64(c); ri++ {
+			z := r.runs[ri]
+			if z.Start+z.Count > int64(c) {
+				return fmt.Errorf("multicast: %w: zero run %d+%d covers stored chunk %d", imagefmt.ErrCorrupt, z.Start, z.Count, c)
+			}
+			if err := r.zeroRun(z, unused, span, &next); err != nil {
+				return err
+			}
+		}
+		if err := unused(int64(c)); err != nil {
 			return err
 		}
 		next = int64(c) + 1
 	}
-	return zero(next, r.ann.numChunks())
+	for ; ri < len(r.runs); ri++ {
+		if err := r.zeroRun(r.runs[ri], unused, span, &next); err != nil {
+			return err
+		}
+	}
+	return unused(r.ann.numChunks())
+}
+
+func (r *receiver) zeroRun(z imagefmt.ZeroRun, unused func(int64) error, span func(a, b int64) (int64, int64), next *int64) error {
+	if err := unused(z.Start); err != nil {
+		return err
+	}
+	off, n := span(z.Start, z.Start+z.Count)
+	*next = z.Start + z.Count
+	if err := r.target.ZeroRange(off, n); err != nil {
+		return fmt.Errorf("multicast: zero target bytes %d-%d: %w", off, off+n-1, err)
+	}
+	return nil
 }
 
 // report sends DONE until the sender acknowledges it (or gives up after

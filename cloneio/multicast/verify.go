@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+
+	"github.com/dimg-project/dimg/imagefmt"
 )
 
 // zeroSum is the SHA-256 of n zero bytes.
@@ -25,10 +27,12 @@ func zeroSum(n int) [32]byte {
 // readBack is the final check of a receiver: it reads every chunk of the
 // target back, hashes it, and recomputes the image digest the way imagefmt
 // defines it (SHA-256 over every chunk's SHA-256, absent chunks included).
-// expect(c) gives the first 8 bytes of the SHA-256 a stored chunk must
-// have (stored false: the chunk must be zeros). Chunks that differ are
-// returned as runs. done receives logical bytes checked.
-func readBack(ctx context.Context, t Target, a *announce, expect func(c int64) ([8]byte, bool), done func(int64)) (digest [32]byte, bad []span, nbad int64, err error) {
+// classify(c) tells what chunk c must hold: imagefmt.ChunkStored with the
+// first 8 bytes of its SHA-256, ChunkZero (zeros), or ChunkUnused
+// (anything: it is not read, and counts as zeros in the digest, as the
+// image does). Chunks that differ are returned as runs. done receives
+// logical bytes checked.
+func readBack(ctx context.Context, t Target, a *announce, classify func(c int64) (int, [8]byte), done func(int64)) (digest [32]byte, bad []span, nbad int64, err error) {
 	n := a.numChunks()
 	full := zeroSum(a.chunkSize)
 	zsum := func(c int64) [32]byte {
@@ -42,6 +46,8 @@ func readBack(ctx context.Context, t Target, a *announce, expect func(c int64) (
 	const batch = 32
 	sums := make([][32]byte, batch)
 	errs := make([]error, batch)
+	kinds := make([]int, batch)
+	want := make([][8]byte, batch)
 	bufs := make([][]byte, workers)
 	for i := range bufs {
 		bufs[i] = make([]byte, a.chunkSize)
@@ -61,6 +67,11 @@ func readBack(ctx context.Context, t Target, a *announce, expect func(c int64) (
 					c := c0 + int64(i)
 					off, l := c*int64(a.chunkSize), a.chunkLen(c)
 					errs[i] = nil
+					kinds[i], want[i] = classify(c)
+					if kinds[i] == imagefmt.ChunkUnused {
+						sums[i] = zsum(c)
+						continue
+					}
 					if holes != nil {
 						if hole, err := holes.IsHole(off, int64(l)); err == nil && hole {
 							sums[i] = zsum(c)
@@ -83,8 +94,8 @@ func readBack(ctx context.Context, t Target, a *announce, expect func(c int64) (
 			}
 			c := c0 + int64(i)
 			d.Write(sums[i][:])
-			want, stored := expect(c)
-			ok := stored && [8]byte(sums[i][:8]) == want || !stored && sums[i] == zsum(c)
+			ok := kinds[i] == imagefmt.ChunkStored && [8]byte(sums[i][:8]) == want[i] ||
+				kinds[i] != imagefmt.ChunkStored && sums[i] == zsum(c)
 			if !ok {
 				nbad++
 				if l := len(bad); l > 0 && int64(bad[l-1].first)+int64(bad[l-1].count) == c {
