@@ -116,10 +116,12 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 		var readBusy time.Duration
 		defer func() { res.ReadTime = readBusy }()
 		it := newRangeIter(plan.Used, plan.Size)
+		pf := newPrefetcher(src, plan, cs)
 		last := int64(0) // progress: bytes of disk accounted for
 		for c := int64(0); c < hdr.NumChunks(); c++ {
 			off := c * cs
 			clen := int64(hdr.ChunkLen(c))
+			pf.advance(off)
 			parts := it.within(off, clen)
 			if len(parts) == 0 {
 				res.SkipChunks++
@@ -283,4 +285,42 @@ func readParts(src io.ReaderAt, b []byte, off int64, parts []Range) (int64, erro
 	}
 	clear(b[pos:])
 	return e - s, nil
+}
+
+// Prefetcher is implemented by sources that can start reads ahead of time
+// (Device: posix_fadvise WILLNEED), which keeps several requests in flight
+// on a cold disk even though one goroutine reads in order.
+type Prefetcher interface {
+	Prefetch(off, n int64)
+}
+
+// prefetchWindow is how far ahead of the reader prefetches run.
+const prefetchWindow = 32 << 20
+
+type prefetcher struct {
+	p    Prefetcher
+	it   *rangeIter
+	next int64 // first disk byte not yet prefetched
+	cs   int64
+	size int64
+}
+
+func newPrefetcher(src io.ReaderAt, plan *Plan, cs int64) *prefetcher {
+	p, _ := src.(Prefetcher)
+	return &prefetcher{p: p, it: newRangeIter(plan.Used, plan.Size), cs: cs, size: plan.Size}
+}
+
+// advance prefetches the used spans of chunks up to prefetchWindow past off.
+func (f *prefetcher) advance(off int64) {
+	if f.p == nil {
+		return
+	}
+	for f.next < f.size && f.next < off+prefetchWindow {
+		n := min(f.cs, f.size-f.next)
+		if parts := f.it.within(f.next, n); len(parts) > 0 {
+			first, last := parts[0], parts[len(parts)-1]
+			f.p.Prefetch(first.Off, last.Off+last.Len-first.Off)
+		}
+		f.next += n
+	}
 }

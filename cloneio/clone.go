@@ -118,6 +118,7 @@ func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt Clon
 	readErr := func() error {
 		defer close(work)
 		it := newRangeIter(plan.Used, plan.Size)
+		pf := newPrefetcher(src, plan, cloneChunk)
 		n := (plan.Size + cloneChunk - 1) / cloneChunk
 		unusedFrom := int64(-1)
 		flushUnused := func(end int64) error {
@@ -133,6 +134,7 @@ func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt Clon
 		for c := int64(0); c < n; c++ {
 			off := c * cloneChunk
 			clen := min(int64(cloneChunk), plan.Size-off)
+			pf.advance(off)
 			parts := it.within(off, clen)
 			if len(parts) == 0 {
 				if unusedFrom < 0 {

@@ -163,3 +163,8 @@ func isBlockDevice(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
 }
+
+// Prefetch asks the kernel to start reading [off, off+n) now.
+func (d *Device) Prefetch(off, n int64) {
+	_ = unix.Fadvise(int(d.Fd()), off, n, unix.FADV_WILLNEED)
+}

@@ -50,6 +50,7 @@ var commands = []func() *cobra.Command{
 	newVerifyCmd,
 	newCloneCmd,
 	newMountCmd, newLsCmd, newCatCmd, newExtractCmd,
+	newSendCmd, newReceiveCmd,
 }
 
 func newRootCmd() *cobra.Command {

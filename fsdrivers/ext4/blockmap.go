@@ -62,10 +62,24 @@ type extNode struct {
 	entries []extEntry
 }
 
+// extLoc names an extent node in errors (blk 0: the root in the inode);
+// it is formatted only when an error is built.
+type extLoc struct {
+	ino uint32
+	blk uint64
+}
+
+func (l extLoc) String() string {
+	if l.blk == 0 {
+		return fmt.Sprintf("inode %d extent root", l.ino)
+	}
+	return fmt.Sprintf("inode %d extent block %d", l.ino, l.blk)
+}
+
 // parseExtNode decodes and checks an extent tree node: magic, counts that
 // fit the space, entries sorted and (in leaves) non-overlapping and inside
 // the filesystem. where names the node for errors.
-func (v *Volume) parseExtNode(b []byte, where string) (*extNode, error) {
+func (v *Volume) parseExtNode(b []byte, where extLoc) (*extNode, error) {
 	le := binary.LittleEndian
 	if le.Uint16(b[0:]) != extMagic {
 		return nil, corruptf("%s: bad extent header magic %#04x", where, le.Uint16(b[0:]))
@@ -118,7 +132,7 @@ func (v *Volume) extentNode(ino *inode, blk uint64, want uint16) (*extNode, erro
 	if n, ok := v.nodes.get(blk); ok && n.depth == want {
 		return n, nil
 	}
-	where := fmt.Sprintf("inode %d extent block %d", ino.num, blk)
+	where := extLoc{ino.num, blk}
 	b := make([]byte, v.blockSize)
 	if err := v.readFull(b, int64(blk)<<v.blockBits); err != nil {
 		return nil, fmt.Errorf("ext4: read %s: %w", where, err)
@@ -149,7 +163,7 @@ func (v *Volume) extentRun(ino *inode, lblk uint64) (run, error) {
 	if lblk >= maxExtentBlocks {
 		return run{lblk: lblk, n: 1 << 62, kind: runHole}, nil
 	}
-	node, err := v.parseExtNode(ino.block[:], fmt.Sprintf("inode %d extent root", ino.num))
+	node, err := v.parseExtNode(ino.block[:], extLoc{ino: ino.num})
 	if err != nil {
 		return run{}, err
 	}

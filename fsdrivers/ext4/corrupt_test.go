@@ -261,7 +261,7 @@ func TestExtentTreeLoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := v.parseExtNode(ino.block[:], "root")
+	root, err := v.parseExtNode(ino.block[:], extLoc{})
 	if err != nil || root.depth != 1 {
 		t.Fatalf("frag root depth %v, %v: want an index root", root, err)
 	}
@@ -405,7 +405,7 @@ func TestCorruptChecksummedBlocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := v.parseExtNode(frag.block[:], "root")
+	root, err := v.parseExtNode(frag.block[:], extLoc{})
 	if err != nil || root.depth != 1 {
 		t.Fatalf("frag root %v, %v: want an index root", root, err)
 	}

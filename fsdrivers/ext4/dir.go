@@ -16,6 +16,20 @@ const (
 	dirReadChunk  = 256 << 10 // linear scans read this much per ReadAt
 )
 
+// dirLoc names a directory block (or an inline region, blk < 0) in
+// errors; it is formatted only when an error is built.
+type dirLoc struct {
+	ino uint32
+	blk int64
+}
+
+func (l dirLoc) String() string {
+	if l.blk < 0 {
+		return fmt.Sprintf("inline directory inode %d", l.ino)
+	}
+	return fmt.Sprintf("directory inode %d block %d", l.ino, l.blk)
+}
+
 // dirent is one live directory entry; name aliases the block buffer.
 type dirent struct {
 	ino   uint32
@@ -38,7 +52,7 @@ func (v *Volume) recLen(x uint16) int {
 // directory block or an inline-data region. It stops early when fn returns
 // false. Malformed records are corruption (the kernel's checks: rec_len at
 // least 8, 4-aligned, within the buffer, name fits; inode in range).
-func (v *Volume) parseDirents(buf []byte, where string, fn func(d dirent) bool) error {
+func (v *Volume) parseDirents(buf []byte, where dirLoc, fn func(d dirent) bool) error {
 	le := binary.LittleEndian
 	ftypes := v.sb.incompat&incompatFiletype != 0
 	for pos := 0; pos < len(buf); {
@@ -170,7 +184,7 @@ func (v *Volume) scanDir(dir *inode, fn func(d dirent) bool) error {
 		}
 		for i := uint64(0); i < n && !stop; i++ {
 			b := chunk[i<<v.blockBits : (i+1)<<v.blockBits]
-			where := fmt.Sprintf("directory inode %d block %d", dir.num, lblk+i)
+			where := dirLoc{dir.num, int64(lblk + i)}
 			if v.isDxBlock(dir, lblk+i, b) {
 				if lblk+i == 0 {
 					// dx_root: "." and ".." precede the index.
@@ -218,18 +232,15 @@ func (v *Volume) scanInlineDir(dir *inode, fn func(d dirent) bool) error {
 		stop = !fn(d)
 		return !stop
 	}
-	where := fmt.Sprintf("inline directory inode %d", dir.num)
+	where := dirLoc{dir.num, -1}
 	if err := v.parseDirents(head[4:], where, wrap); err != nil || stop {
 		return err
 	}
 	if len(rest) > 0 {
-		return v.parseDirents(rest, where+" system.data", wrap)
+		return v.parseDirents(rest, where, wrap)
 	}
 	return nil
 }
-
-// errNotFound is returned by lookups; callers turn it into fs.ErrNotExist.
-var errNotFound = fs.ErrNotExist
 
 // lookup finds name in dir and returns its inode number. It uses the htree
 // index when there is one, touching a handful of blocks.
@@ -260,7 +271,7 @@ func (v *Volume) lookup(dir *inode, name string) (uint32, error) {
 		return 0, err
 	}
 	if found == 0 {
-		return 0, errNotFound
+		return 0, fs.ErrNotExist
 	}
 	return found, nil
 }
@@ -378,7 +389,7 @@ func (v *Volume) dxLookup(dir *inode, name []byte) (uint32, error) {
 			return 0, err
 		}
 		var found uint32
-		err = v.parseDirents(b, fmt.Sprintf("directory inode %d block %d", dir.num, lblk), func(d dirent) bool {
+		err = v.parseDirents(b, dirLoc{dir.num, int64(lblk)}, func(d dirent) bool {
 			if bytes.Equal(d.name, name) {
 				found = d.ino
 				return false
@@ -398,11 +409,11 @@ func (v *Volume) dxLookup(dir *inode, name []byte) (uint32, error) {
 			i--
 		}
 		if i < 0 {
-			return 0, errNotFound
+			return 0, fs.ErrNotExist
 		}
 		frames[i].at++
 		if frames[i].hash(frames[i].at)&^1 != h {
-			return 0, errNotFound
+			return 0, fs.ErrNotExist
 		}
 		frames = frames[:i+1]
 		if err := v.dxDescend(dir, &frames, levels, h, true); err != nil {
@@ -470,7 +481,7 @@ func (v *Volume) parent(dir *inode) (uint32, error) {
 		return 0, err
 	}
 	var p uint32
-	err = v.parseDirents(b, fmt.Sprintf("directory inode %d block 0", dir.num), func(d dirent) bool {
+	err = v.parseDirents(b, dirLoc{dir.num, 0}, func(d dirent) bool {
 		if string(d.name) == ".." {
 			p = d.ino
 			return false

@@ -208,7 +208,7 @@ func TestKernelWrittenLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			if frag.flags&flagExtents != 0 {
-				root, _ := v.parseExtNode(frag.block[:], "frag")
+				root, _ := v.parseExtNode(frag.block[:], extLoc{})
 				if wantDepth := map[int64]uint16{4096: 1, 1024: 2}[bs]; root.depth < wantDepth {
 					t.Errorf("frag extent tree depth %d, want >= %d", root.depth, wantDepth)
 				}

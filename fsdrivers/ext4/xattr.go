@@ -24,6 +24,20 @@ const (
 	xattrBlockChecksum = 0x10
 )
 
+// xattrLoc names an xattr area in errors (blk 0: inside the inode); it is
+// formatted only when an error is built.
+type xattrLoc struct {
+	ino uint32
+	blk uint64
+}
+
+func (l xattrLoc) String() string {
+	if l.blk == 0 {
+		return fmt.Sprintf("inode %d", l.ino)
+	}
+	return fmt.Sprintf("inode %d xattr block %d", l.ino, l.blk)
+}
+
 type xattr struct {
 	index uint8
 	name  string // suffix after the index's prefix
@@ -33,7 +47,7 @@ type xattr struct {
 // parseXattrEntries decodes the entry table in entries. Value offsets are
 // relative to values (the first entry for in-inode xattrs, the block start
 // for an external block).
-func (v *Volume) parseXattrEntries(entries, values []byte, where string, out []xattr) ([]xattr, error) {
+func (v *Volume) parseXattrEntries(entries, values []byte, where xattrLoc, out []xattr) ([]xattr, error) {
 	le := binary.LittleEndian
 	for pos := 0; pos+4 <= len(entries) && le.Uint32(entries[pos:]) != 0; {
 		if pos+xattrEntrySize > len(entries) {
@@ -94,7 +108,7 @@ func (v *Volume) allXattrs(ino *inode) ([]xattr, error) {
 	var out []xattr
 	var err error
 	if ino.xattrs != nil {
-		out, err = v.parseXattrEntries(ino.xattrs, ino.xattrs, fmt.Sprintf("inode %d", ino.num), out)
+		out, err = v.parseXattrEntries(ino.xattrs, ino.xattrs, xattrLoc{ino: ino.num}, out)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +118,7 @@ func (v *Volume) allXattrs(ino *inode) ([]xattr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ext4: inode %d: %w", ino.num, err)
 		}
-		out, err = v.parseXattrEntries(b[xattrHdrSize:], b, fmt.Sprintf("inode %d xattr block %d", ino.num, ino.fileACL), out)
+		out, err = v.parseXattrEntries(b[xattrHdrSize:], b, xattrLoc{ino.num, ino.fileACL}, out)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +156,7 @@ func (v *Volume) inlineSystemData(ino *inode) ([]byte, error) {
 	if ino.xattrs == nil {
 		return nil, nil
 	}
-	xs, err := v.parseXattrEntries(ino.xattrs, ino.xattrs, fmt.Sprintf("inode %d", ino.num), nil)
+	xs, err := v.parseXattrEntries(ino.xattrs, ino.xattrs, xattrLoc{ino: ino.num}, nil)
 	if err != nil {
 		return nil, err
 	}
