@@ -22,25 +22,23 @@ const (
 // geometry is what the boot sector says about where things are. All offsets
 // are bytes from the start of the partition.
 type geometry struct {
-	bits           int   // 12, 16 or 32
-	sectorSize     int64 // BPB_BytsPerSec
-	clusterSize    int64 // sectors per cluster × sectorSize
-	numFATs        int
-	fatOffset      int64 // first FAT (end of the reserved region)
-	fatBytes       int64 // size of one FAT
-	activeFAT      int   // FAT32 with mirroring disabled may use another copy
-	rootOffset     int64 // FAT12/16 fixed root directory
-	rootBytes      int64
-	dataOffset     int64 // cluster 2
-	totalBytes     int64 // the filesystem's own idea of its size
-	clusterCount   uint32
-	rootCluster    uint32 // FAT32 only
-	serial         []byte // BS_VolID, nil when the extended BPB is absent
-	bootLabel      []byte // BS_VolLab, nil when absent
-	oemName        string
-	fat32Layout    bool // BPB_FATSz16 == 0: FAT32 fields present
-	fsInfoSector   int  // FAT32, informational
-	bootBackupSect int  // FAT32, informational
+	bits         int   // 12, 16 or 32
+	sectorSize   int64 // BPB_BytsPerSec
+	clusterSize  int64 // sectors per cluster × sectorSize
+	numFATs      int
+	fatOffset    int64 // first FAT (end of the reserved region)
+	fatBytes     int64 // size of one FAT
+	activeFAT    int   // FAT32 with mirroring disabled may use another copy
+	rootOffset   int64 // FAT12/16 fixed root directory
+	rootBytes    int64
+	dataOffset   int64 // cluster 2
+	totalBytes   int64 // the filesystem's own idea of its size
+	clusterCount uint32
+	rootCluster  uint32 // FAT32 only
+	serial       []byte // BS_VolID, nil when the extended BPB is absent
+	bootLabel    []byte // BS_VolLab, nil when absent
+	fat32Layout  bool   // BPB_FATSz16 == 0: FAT32 fields present
+	fsInfoSector int    // FAT32: the FSInfo sector (reserved region, copied as such)
 }
 
 // maxCluster is the highest valid cluster number.
@@ -140,7 +138,6 @@ func parseBootSector(bs []byte, size int64) (*geometry, error) {
 		numFATs:     numFATs,
 		fatOffset:   reserved * bps,
 		fatBytes:    fatSz * bps,
-		oemName:     string(oem),
 		fat32Layout: fat32Layout,
 		totalBytes:  totSec * bps,
 	}
@@ -197,7 +194,6 @@ func parseBootSector(bs []byte, size int64) (*geometry, error) {
 			return nil, corrupt("root cluster %d outside 2..%d", g.rootCluster, g.maxCluster())
 		}
 		g.fsInfoSector = int(le.Uint16(bs[48:]))
-		g.bootBackupSect = int(le.Uint16(bs[50:]))
 	} else if rootEntries == 0 {
 		return nil, corrupt("FAT%d without root directory entries", g.bits)
 	}

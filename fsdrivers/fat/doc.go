@@ -17,7 +17,10 @@
 //   - FAT entry: 12, 16 or 28 bits per cluster. 0 = free; 2..max = next
 //     cluster of the chain; ≥ 0x…FF8 = end of chain (EOC); 0x…FF7 = bad
 //     cluster. The type (12/16/32) follows from the cluster count, as the
-//     specification demands, never from the BS_FilSysType string.
+//     specification demands, never from the BS_FilSysType string; the one
+//     exception is a volume with the FAT32 layout (BPB_FATSz16 == 0) and
+//     fewer than 65,525 clusters, which is FAT32 as for Linux, dosfstools
+//     and blkid (mkfs.fat -F 32 makes such volumes on small media).
 //   - chain: the clusters of one file or directory, found by following FAT
 //     entries from the first cluster in its directory entry. A run is a
 //     stretch of consecutive cluster numbers in a chain; a file is read with
@@ -38,5 +41,10 @@
 // Limits that bound work on hostile input: a chain is at most clusterCount
 // clusters long (a longer walk is a loop, wrapping fsdrivers.ErrCorrupt); a
 // directory holds at most 65,536 entries (2 MiB), as in the specification;
-// a long name spans at most 20 entries.
+// a long name spans at most 20 entries; a directory whose first cluster is
+// that of one of its ancestors is refused, so a damaged volume cannot make
+// the tree infinitely deep.
+//
+// The file tree is case-insensitive, as on Windows: a path element matches a
+// long name by Unicode simple folding, then an 8.3 alias ("PROGRA~1").
 package fat
