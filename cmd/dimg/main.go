@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -77,8 +78,16 @@ listed and extracted offline, and verified at any time.`,
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// DIMG_CPUPROFILE=file writes a CPU profile (for `go tool pprof`).
+	if path := os.Getenv("DIMG_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
+	pprof.StopCPUProfile()
 	os.Exit(exitCode(err, ctx))
 }
 

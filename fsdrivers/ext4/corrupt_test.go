@@ -448,3 +448,21 @@ func TestNeedsRecoveryCountsEverything(t *testing.T) {
 	}
 	stillReads(t, v, "a.txt", "alpha\n")
 }
+
+// TestUnknownIncompatFeature: identification works, everything that
+// depends on the layout refuses with ErrUnsupported.
+func TestUnknownIncompatFeature(t *testing.T) {
+	need(t, "mke2fs", "debugfs")
+	img := mkfs(t, 16<<20, smallTree(t), "-t", "ext4", "-L", "dd")
+	runCmd(t, "debugfs", "-w", "-R", "feature dirdata", img)
+	v := openImage(t, img)
+	if v.Type() != "ext4" || v.Label() != "dd" {
+		t.Errorf("identification: %s %q", v.Type(), v.Label())
+	}
+	if _, err := v.UsedRanges(); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("UsedRanges = %v, want ErrUnsupported", err)
+	}
+	if _, err := v.Stat("a.txt"); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Stat = %v, want ErrUnsupported", err)
+	}
+}

@@ -42,6 +42,22 @@
 //   - csum seed: crc32c of the UUID (or s_checksum_seed); the inode seed
 //     folds in the inode number and generation.
 //
+// What a *Volume offers (Driver{}.Open returns one as fsdrivers.Volume):
+//   - Type, UUID, Label, as blkid reports them.
+//   - UsedRanges (fsdrivers.UsedRanger), with Warnings listing the groups
+//     counted as fully used because their descriptor or bitmap failed its
+//     checksum. A filesystem whose journal needs recovery is counted as
+//     entirely used: its bitmaps may not yet show what replay will claim.
+//   - The read-only file tree (fsdrivers.Filesystem). Lookups go through
+//     the htree when a directory has one; file reads map a byte range to
+//     extent runs and issue one ReadAt per contiguous run. Parsed inodes,
+//     extent blocks and metadata blocks are cached (bounded LRUs); the
+//     volume is safe for concurrent use.
+//
+// Not supported: casefolded lookups ignore case folding (exact names only),
+// encrypted directories are refused (ErrUnsupported), the journal is never
+// replayed (the tree shows the on-disk state, like debugfs does).
+//
 // Reading never trusts the image: every pointer is range-checked, loops are
 // bounded by what the filesystem could legitimately hold, checksums are
 // verified when metadata_csum is on, and a damaged structure gives an error

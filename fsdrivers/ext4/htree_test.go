@@ -239,5 +239,5 @@ func TestHtreeKernel20000(t *testing.T) {
 		}
 	}
 	rdir, _ := mount(t, img, false)
-	fstestutil.CompareTree(t, v, rdir)
+	fstestutil.CompareTreeWith(t, v, rdir, kernelView)
 }

@@ -186,7 +186,7 @@ func TestKernelWrittenLayouts(t *testing.T) {
 
 			v := openImage(t, img)
 			rdir, _ := mount(t, img, false)
-			n := fstestutil.CompareTreeWith(t, v, rdir, fstestutil.Options{HashLimit: 1 << 30})
+			n := fstestutil.CompareTreeWith(t, v, rdir, fstestutil.Options{HashLimit: 1 << 30, CompareBtime: true})
 			t.Logf("%d entries compared %v", n, time.Since(start))
 			for name, want := range huge {
 				f, err := v.Open(name)

@@ -23,42 +23,37 @@ const (
 // Feature flags (s_feature_compat / _incompat / _ro_compat).
 const (
 	compatHasJournal   = 0x4
-	compatExtAttr      = 0x8
-	compatResizeInode  = 0x10
 	compatDirIndex     = 0x20
 	compatSparseSuper2 = 0x200
 
-	incompatCompression = 0x1
-	incompatFiletype    = 0x2
-	incompatRecover     = 0x4
-	incompatJournalDev  = 0x8
-	incompatMetaBG      = 0x10
-	incompatExtents     = 0x40
-	incompat64bit       = 0x80
-	incompatMMP         = 0x100
-	incompatFlexBG      = 0x200
-	incompatEAInode     = 0x400
-	incompatDirData     = 0x1000
-	incompatCsumSeed    = 0x2000
-	incompatLargeDir    = 0x4000
-	incompatInlineData  = 0x8000
-	incompatEncrypt     = 0x10000
-	incompatCasefold    = 0x20000
+	incompatFiletype   = 0x2
+	incompatRecover    = 0x4
+	incompatJournalDev = 0x8
+	incompatMetaBG     = 0x10
+	incompatExtents    = 0x40
+	incompat64bit      = 0x80
+	incompatMMP        = 0x100
+	incompatFlexBG     = 0x200
+	incompatEAInode    = 0x400
+	incompatCsumSeed   = 0x2000
+	incompatLargeDir   = 0x4000
+	incompatInlineData = 0x8000
+	incompatEncrypt    = 0x10000
+	incompatCasefold   = 0x20000
 
 	roCompatSparseSuper  = 0x1
 	roCompatLargeFile    = 0x2
 	roCompatBtreeDir     = 0x4
 	roCompatHugeFile     = 0x8
 	roCompatGdtCsum      = 0x10
-	roCompatDirNlink     = 0x20
-	roCompatExtraIsize   = 0x40
 	roCompatBigalloc     = 0x200
 	roCompatMetadataCsum = 0x400
 )
 
 // incompatKnown are the incompat features whose on-disk effect this reader
-// understands. Anything else may change the layout in ways we would
-// misread, so the file tree and used map refuse it.
+// understands. Anything else (compression 0x1, dirdata 0x1000, future bits)
+// may change the layout in ways we would misread, so the file tree and the
+// used map refuse it with ErrUnsupported; identification still works.
 const incompatKnown = incompatFiletype | incompatRecover | incompatMetaBG | incompatExtents |
 	incompat64bit | incompatMMP | incompatFlexBG | incompatEAInode | incompatCsumSeed |
 	incompatLargeDir | incompatInlineData | incompatEncrypt | incompatCasefold
@@ -83,7 +78,6 @@ type superblock struct {
 	clustersPerGroup uint32
 	inodesPerGroup   uint32
 	revLevel         uint32
-	firstIno         uint32
 	inodeSize        uint16
 	compat           uint32
 	incompat         uint32
@@ -92,11 +86,9 @@ type superblock struct {
 	volumeName       [16]byte
 	reservedGdt      uint16
 	hashSeed         [4]uint32
-	defHashVersion   uint8
 	descSize         uint16
 	firstMetaBG      uint32
 	flags            uint32
-	logGroupsPerFlex uint8
 	checksumType     uint8
 	backupBGs        [2]uint32
 	checksumSeed     uint32
@@ -122,10 +114,8 @@ func parseSuperblock(b []byte) superblock {
 	s.clustersPerGroup = le.Uint32(b[0x24:])
 	s.inodesPerGroup = le.Uint32(b[0x28:])
 	s.revLevel = le.Uint32(b[0x4C:])
-	s.firstIno = 11
 	s.inodeSize = 128
 	if s.revLevel >= 1 {
-		s.firstIno = le.Uint32(b[0x54:])
 		s.inodeSize = le.Uint16(b[0x58:])
 		s.compat = le.Uint32(b[0x5C:])
 		s.incompat = le.Uint32(b[0x60:])
@@ -137,7 +127,6 @@ func parseSuperblock(b []byte) superblock {
 	for i := range s.hashSeed {
 		s.hashSeed[i] = le.Uint32(b[0xEC+4*i:])
 	}
-	s.defHashVersion = b[0xFC]
 	s.descSize = le.Uint16(b[0xFE:])
 	s.firstMetaBG = le.Uint32(b[0x104:])
 	if s.incompat&incompat64bit != 0 {
@@ -145,7 +134,6 @@ func parseSuperblock(b []byte) superblock {
 		s.freeBlocksCount |= uint64(le.Uint32(b[0x158:])) << 32
 	}
 	s.flags = le.Uint32(b[0x160:])
-	s.logGroupsPerFlex = b[0x174]
 	s.checksumType = b[0x175]
 	s.backupBGs[0] = le.Uint32(b[0x24C:])
 	s.backupBGs[1] = le.Uint32(b[0x250:])
