@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/dimg-project/dimg/fsdrivers/ext4"
 )
 
 // requireFUSE skips unless this process can mount FUSE file systems.
@@ -287,8 +290,26 @@ func TestMountLoopExt4(t *testing.T) {
 	}
 	defer img.Close()
 	st, _ := img.Stat()
-	parts := []Part{{Number: 1, Raw: io.NewSectionReader(img, start, size), Size: size}}
+	raw := io.NewSectionReader(img, start, size)
+	vol, err := ext4.Open(raw, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := []Part{{Number: 1, Raw: raw, Size: size, FS: vol}}
 	mnt, _ := mountTest(t, NewRoot(img, st.Size(), parts, Options{}), Options{ImagePath: imgPath})
+
+	// The file tree through our ext4 reader is the source tree.
+	compareDirs(t, src, filepath.Join(mnt, "p1"))
+	var a, b unix.Stat_t
+	unix.Lstat(filepath.Join(mnt, "p1/hardlink"), &a)
+	unix.Lstat(filepath.Join(mnt, "p1/etc/hosts"), &b)
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("hard links: ino %d/%d nlink %d", a.Ino, b.Ino, a.Nlink)
+	}
+	unix.Lstat(filepath.Join(mnt, "p1/sparse"), &a)
+	if a.Blocks*512 >= a.Size {
+		t.Errorf("sparse file shows %d blocks for %d bytes", a.Blocks, a.Size)
+	}
 
 	if out, err := exec.Command("cmp", filepath.Join(mnt, "disk.img"), imgPath).CombinedOutput(); err != nil {
 		t.Fatalf("cmp disk.img: %v %s", err, out)
@@ -496,4 +517,132 @@ func TestUnmountBusyAndCancel(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("mountpoint still shows %d entries", len(ents))
 	}
+}
+
+// dirent is one linux_dirent64.
+type dirent struct {
+	ino  uint64
+	off  int64
+	typ  uint8
+	name string
+}
+
+func parseDirents(b []byte) []dirent {
+	var out []dirent
+	for len(b) >= 19 {
+		reclen := int(binary.LittleEndian.Uint16(b[16:]))
+		if reclen < 19 || reclen > len(b) {
+			break
+		}
+		name := b[19:reclen]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		out = append(out, dirent{binary.LittleEndian.Uint64(b), int64(binary.LittleEndian.Uint64(b[8:])), b[18], string(name)})
+		b = b[reclen:]
+	}
+	return out
+}
+
+// TestMountPosixReadOnly runs the read-only kinds of go-fuse's posixtest
+// checks through the kernel: seeking in a directory stream (xfstests
+// generic/257), listings that agree when read concurrently, and one getdents
+// entry at a time.
+func TestMountPosixReadOnly(t *testing.T) {
+	mnt, _ := mountTest(t, fakeRoot(sampleTree(), testDisk(), Options{}), Options{})
+	dir := filepath.Join(mnt, "p1/many")
+
+	t.Run("DirSeek", func(t *testing.T) {
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		buf := make([]byte, 1<<16)
+		var all []dirent
+		for {
+			n, err := unix.Getdents(fd, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			all = append(all, parseDirents(buf[:n])...)
+		}
+		if len(all) != 2+169 {
+			t.Fatalf("%d entries, want 171", len(all))
+		}
+		small := make([]byte, 64) // room for one entry
+		for i := len(all) - 1; i >= 0; i-- {
+			var to int64
+			if i > 0 {
+				to = all[i-1].off
+			}
+			if _, err := unix.Seek(fd, to, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			n, err := unix.Getdents(fd, small)
+			if err != nil || n == 0 {
+				t.Fatalf("getdents after seek to %d: %d, %v", to, n, err)
+			}
+			if got := parseDirents(small[:n])[0]; got != all[i] {
+				t.Fatalf("entry %d after seek: %+v, want %+v", i, got, all[i])
+			}
+		}
+	})
+
+	t.Run("ReadDirConsistency", func(t *testing.T) {
+		want, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					got, err := os.ReadDir(dir)
+					if err != nil || len(got) != len(want) {
+						errs <- fmt.Errorf("%d entries (%v), want %d", len(got), err, len(want))
+						return
+					}
+					for i := range got {
+						if got[i].Name() != want[i].Name() {
+							errs <- fmt.Errorf("entry %d: %s, want %s", i, got[i].Name(), want[i].Name())
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+
+	t.Run("FdLeak", func(t *testing.T) {
+		before := countFDs(t)
+		for range 200 {
+			b, err := os.ReadFile(filepath.Join(mnt, "p1/etc/hosts"))
+			if err != nil || len(b) != 20 {
+				t.Fatal(err)
+			}
+		}
+		if after := countFDs(t); after > before+2 {
+			t.Errorf("open descriptors grew from %d to %d", before, after)
+		}
+	})
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(ents)
 }

@@ -9,6 +9,9 @@
 //     the root "." fills dest itself.
 //   - entry: one directory entry of the source tree; its name comes from the
 //     image and is untrusted.
+//   - Walk / Entry: a listing helper for `ls -R` and `ls --json`: fs.WalkDir
+//     made safe for corrupt trees (unsafe names reported, loops and depth
+//     bounded), and a JSON-ready description of one file.
 //
 // Safety: an image is hostile input. Every name is checked to be one path
 // component ("", ".", "..", names with "/" or NUL are refused), every file

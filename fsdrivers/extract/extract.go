@@ -243,10 +243,9 @@ type extractor struct {
 	prog  Progress
 	res   Result
 
-	errs    []error
-	nErrs   int
-	warned  map[string]bool
-	aborted bool
+	errs   []error
+	nErrs  int
+	warned map[string]bool
 }
 
 // fail records an entry error.
@@ -488,6 +487,8 @@ func (x *extractor) file(dirfd int, name, src string, fi fs.FileInfo) error {
 	st := statOf(fi)
 	sparse := st != nil && st.Blocks*512 < fi.Size()
 	if err := x.copy(out, f, fi.Size(), sparse); err != nil {
+		// Leave no file whose end silently differs from the image's.
+		_ = unix.Unlinkat(dirfd, name, 0)
 		return err
 	}
 	x.res.Files++

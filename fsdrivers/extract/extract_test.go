@@ -440,6 +440,9 @@ func TestExtractDamagedFileContinues(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dest, "etc", "shadow")); err != nil {
 		t.Error(err)
 	}
+	if _, err := os.Lstat(filepath.Join(dest, "etc", "hosts")); !os.IsNotExist(err) {
+		t.Errorf("a file that failed to copy was left behind: %v", err)
+	}
 }
 
 func TestCleanPath(t *testing.T) {
@@ -500,6 +503,76 @@ func FuzzExtractNames(f *testing.F) {
 		inside, _ := os.ReadDir(dest)
 		if len(inside) > 1 || (len(inside) == 1 && inside[0].Name() != name) {
 			t.Fatalf("created %v for name %q", inside, name)
+		}
+	})
+}
+
+func TestWalk(t *testing.T) {
+	fsys := sampleFS()
+	fsys.extra = map[string][]fs.DirEntry{"etc": {fakeEntry{"..", fs.ModeDir}, fakeEntry{"a/b", 0}}}
+	fsys.MapFS["loop"] = &fstest.MapFile{Mode: fs.ModeDir | 0o755, Sys: stat(2, 2, 0, 0)} // the root's inode
+	fsys.MapFS["loop/x"] = &fstest.MapFile{Data: []byte("x")}
+	var seen, errs []string
+	err := Walk(context.Background(), fsys, "/", func(p string, fi fs.FileInfo, err error) error {
+		if err != nil {
+			errs = append(errs, p+": "+err.Error())
+			return nil
+		}
+		seen = append(seen, p)
+		if p == "home" {
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{".", "abs", "bin", "bin/su", "dev", "dev/null", "empty", "etc", "etc/hardlinked",
+		"etc/hosts", "etc/shadow", "fifo", "home", "loop", "ro", "ro/inside", "sparse", "tmp"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("walk\n got %v\nwant %v", seen, want)
+	}
+	if len(errs) != 3 || !strings.Contains(strings.Join(errs, "\n"), "ancestor") {
+		t.Errorf("errors: %q; want '..', 'a/b' and the loop", errs)
+	}
+
+	// SkipDir from a file skips the rest of its directory; SkipAll ends.
+	seen = seen[:0]
+	Walk(context.Background(), fsys, "etc", func(p string, fi fs.FileInfo, err error) error {
+		seen = append(seen, p)
+		if p == "etc/hardlinked" {
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if !slices.Equal(seen, []string{"etc", "etc/hardlinked"}) {
+		t.Errorf("SkipDir from a file: %v", seen)
+	}
+	n := 0
+	Walk(context.Background(), fsys, ".", func(string, fs.FileInfo, error) error { n++; return fs.SkipAll })
+	if n != 1 {
+		t.Errorf("SkipAll: %d calls", n)
+	}
+}
+
+// FuzzCleanPath: whatever the user types, the result is "." or a valid
+// io/fs path without "..", so it can never climb above the root.
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/", "", "/etc/fstab", "../../x", "a/./b//c/", "\x00", "/..", "a\\b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := CleanPath(s)
+		if err != nil {
+			return
+		}
+		if c != "." && (!fs.ValidPath(c) || strings.HasPrefix(c, "/")) {
+			t.Fatalf("CleanPath(%q) = %q", s, c)
+		}
+		for _, part := range strings.Split(c, "/") {
+			if part == ".." {
+				t.Fatalf("CleanPath(%q) = %q climbs", s, c)
+			}
 		}
 	})
 }
