@@ -29,9 +29,14 @@ test: deps vet
 demo: build
 	./scripts/demo.sh
 
+# Side-by-side benchmarks (root): capture/restore/clone vs lz4 and
+# partclone, reading out of images vs loop mounts and ewfmount, multicast
+# vs udpcast. Each prints a markdown table.
 bench: build
 	./scripts/deps.sh bench
 	./scripts/bench.sh
+	./scripts/bench-mount.sh
+	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
 
 # Runs each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s
