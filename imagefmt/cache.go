@@ -64,3 +64,12 @@ func (c *chunkCache) get(chunk int64, fill func() ([]byte, error)) ([]byte, erro
 	close(l.done)
 	return l.data, l.err
 }
+
+// has reports whether chunk is cached or being loaded.
+func (c *chunkCache) has(chunk int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[chunk]
+	_, loading := c.loading[chunk]
+	return ok || loading
+}

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"log/slog"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 )
@@ -33,6 +34,8 @@ type Reader struct {
 	log     *slog.Logger
 	closer  io.Closer
 	bufs    sync.Pool // frame read buffers
+	// prefetch bounds background chunk loads (one slot per core).
+	prefetch chan struct{}
 }
 
 // Open opens an image file.
@@ -152,6 +155,7 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	}
 	n := max(int(cb/int64(hdr.ChunkSize)), 4)
 	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, runs: runs, cache: newChunkCache(n), log: opt.Logger}
+	r.prefetch = make(chan struct{}, runtime.GOMAXPROCS(0))
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
 	return r, nil
 }
@@ -285,12 +289,37 @@ func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error
 }
 
 // chunk returns chunk c's bytes through the cache (nil for absent chunks).
+// A miss right after chunk c-1 looks like a sequential read (a FUSE
+// readahead, a restore of a partition): the next chunks are then loaded in
+// the background, so decompression runs on all cores instead of one.
 func (r *Reader) chunk(c int64) ([]byte, error) {
-	return r.cache.get(c, func() ([]byte, error) {
-		data, _, err := r.ReadChunk(c, nil)
-		return data, err
-	})
+	fill := func(c int64) func() ([]byte, error) {
+		return func() ([]byte, error) {
+			data, _, err := r.ReadChunk(c, nil)
+			return data, err
+		}
+	}
+	if !r.cache.has(c) && c > 0 && r.cache.has(c-1) {
+		for k := int64(1); k <= prefetchChunks && c+k < r.hdr.NumChunks(); k++ {
+			next := c + k
+			if r.cache.has(next) || !r.IsStored(next) {
+				continue
+			}
+			select {
+			case r.prefetch <- struct{}{}:
+				go func() {
+					defer func() { <-r.prefetch }()
+					r.cache.get(next, fill(next))
+				}()
+			default: // every prefetcher busy: do not queue more
+			}
+		}
+	}
+	return r.cache.get(c, fill(c))
 }
+
+// prefetchChunks is how many chunks a sequential read loads ahead.
+const prefetchChunks = 8
 
 // ReadAt reads logical disk bytes. Absent chunks read as zeros; a chunk
 // that fails verification returns a *ChunkError, never wrong bytes.

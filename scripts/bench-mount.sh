@@ -17,8 +17,12 @@ command -v strace >/dev/null || apt-get install -y -qq strace >/dev/null
 
 MNTS=() LOOPS=()
 cleanup() {
+  # Two passes: the loop device over ewfmount's file keeps ewfmount busy
+  # until it is detached.
   for m in "${MNTS[@]-}"; do [ -n "$m" ] && umount "$m" 2>/dev/null || true; done
   for l in "${LOOPS[@]-}"; do [ -n "$l" ] && losetup -d "$l" 2>/dev/null || true; done
+  sleep 1
+  for m in "${MNTS[@]-}"; do [ -n "$m" ] && mountpoint -q "$m" && umount -l "$m" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }

@@ -63,10 +63,11 @@ mapfile -t PARTS < <(sfdisk -J "$DISK" | python3 -c '
 import json,sys
 t=json.load(sys.stdin)["partitiontable"]; ss=t.get("sectorsize",512)
 for p in t["partitions"]: print(p["node"][-1], p["start"]*ss, p["size"]*ss)')
-LOOPS=()
-cleanup() { for l in "${LOOPS[@]-}"; do [ -n "$l" ] && losetup -d "$l" 2>/dev/null || true; done; }
+# attach runs in $(...) subshells: remember loop devices in a file.
+: > "$B/loops"
+cleanup() { while read -r l; do losetup -d "$l" 2>/dev/null || true; done < "$B/loops"; }
 trap cleanup EXIT
-attach() { local l; l=$(losetup -f --show "$@"); LOOPS+=("$l"); echo "$l"; }
+attach() { local l; l=$(losetup -f --show "$@"); echo "$l" >> "$B/loops"; echo "$l"; }
 pc_tool() { case $(blkid -p -o value -s TYPE "$1") in ext*) echo partclone.ext4 ;; vfat) echo partclone.fat ;; ntfs) echo partclone.ntfs ;; *) echo "" ;; esac; }
 SRCDEVS=()
 for p in "${PARTS[@]}"; do
