@@ -120,4 +120,24 @@ func TestCloneAndMountedTarget(t *testing.T) {
 	if fileSum(t, bare) != before {
 		t.Fatal("a refused target was written")
 	}
+
+	// A device smaller than the source: clone refuses before writing.
+	small := filepath.Join(dir, "small.img")
+	os.WriteFile(small, bytes.Repeat([]byte{0x5A}, 1<<20), 0o644)
+	os.Truncate(small, st.Size()-4096)
+	sbefore := fileSum(t, small)
+	out, err = exec.Command("losetup", "-f", "--show", small).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", sdev).Run()
+	_, errs, code := run(t, nil, "clone", src, sdev)
+	if code == 0 || !strings.Contains(errs, "too small") {
+		t.Fatalf("clone onto a smaller device: exit %d: %s", code, errs)
+	}
+	exec.Command("losetup", "-d", sdev).Run()
+	if fileSum(t, small) != sbefore {
+		t.Fatal("the refused smaller target was written")
+	}
 }
