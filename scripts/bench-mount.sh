@@ -52,7 +52,7 @@ READ=$(awk -F'= ' '/pread64/ {n+=$NF} END {print n+0}' "$B/cat.trace")
 echo "| dimg cat 2:/$SMALL ($SMALLSZ B), cold | $(printf '%.3f' "$T") s, $(awk -v n="$READ" 'BEGIN{printf "%.2f MiB", n/1048576}') of the image read | target < 0.2 s, ≤ 2 MiB | |"
 
 # (c) extract a ~500 MB tree vs cp -a from the kernel mount (both cold).
-TREE=$( (cd "$K" && du -s --block-size=1M usr/*/ usr/lib/*/ usr/share/*/ 2>/dev/null || true) | awk '{d=$1-500; if(d<0)d=-d; print d, $1, $2}' | sort -n | head -1 | awk '{print $3}')
+TREE=$( (cd "$K" && du --block-size=1M -d 3 usr 2>/dev/null || true) | awk '{d=$1-500; if(d<0)d=-d; print d, $1, $2}' | sort -n | head -1 | awk '{print $3}')
 TREE=${TREE%/}
 TSZ=$(du -s --block-size=1M "$K/$TREE" | cut -f1)
 rm -rf "$B/x1" "$B/x2"; mkdir -p "$B/x1" "$B/x2"
