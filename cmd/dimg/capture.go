@@ -66,6 +66,9 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 		return err
 	}
 	defer src.Close()
+	if w := cloneio.SourceWarning(src); w != "" {
+		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
+	}
 	plan, err := makePlan(src, sector)
 	if err != nil {
 		return err

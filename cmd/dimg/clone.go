@@ -58,6 +58,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	if size != 0 && size < src.Size {
 		return fmt.Errorf("%w: --size %d is smaller than %s (%d bytes); nothing was written", cloneio.ErrTooSmall, size, srcPath, src.Size)
 	}
+	if w := cloneio.SourceWarning(src); w != "" {
+		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
+	}
 	plan, err := makePlan(src, sector)
 	if err != nil {
 		return err
