@@ -14,10 +14,13 @@
 //   - object: one stored frame of the image (64-byte frame header + lz4 or
 //     raw payload, exactly as stored in the file). Objects are numbered
 //     0..N-1 in chunk order; a receiver checks each frame's CRC and SHA-256
-//     before it writes the chunk. Chunks that are not stored are zeros.
-//   - symbol: a piece of an object that fits one datagram (SymbolSize bytes,
-//     1408 for a 1500-byte MTU); the last one of an object is short and
-//     is zero-padded for the parity arithmetic.
+//     before it writes the chunk. After the frames come zero-run tables
+//     (zeroruns.go): the chunks that were in use and all zero, which a
+//     device target must zero, unlike unused chunks, which it leaves alone
+//     as restore does.
+//   - symbol: a piece of an object that fits one datagram (1424 bytes for
+//     a 1500-byte MTU, 1408 with a key); the last one of an object is
+//     short and is zero-padded for the parity arithmetic.
 //   - block: up to K consecutive data symbols of one object, the unit of
 //     forward error correction. Parity symbols are rows of a systematic
 //     Cauchy Reed–Solomon code over GF(2^8) (computed with

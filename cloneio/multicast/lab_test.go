@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -403,9 +402,10 @@ func checkReceivers(t *testing.T, fx fixture, rxs []*helperProc, _ error) {
 			t.Fatalf("receiver %d: %s %+v", i+1, r.Err, r.Recv)
 		}
 		sameFile(t, fx.disk, h.target)
+		if i == 0 {
+			sameAsImage(t, fx.img, h.target) // what restore would write
+		}
 		t.Logf("receiver %d: loss %.2f%%, %d repair packets heard, %d blocks rebuilt, verify %s",
 			i+1, r.Recv.LossPct, r.Recv.RepairPackets, r.Recv.Reconstructed, r.Recv.Verify)
 	}
 }
-
-var _ = errors.New

@@ -122,10 +122,13 @@ func TestLoopbackLoss(t *testing.T) {
 		loss float64
 		// outage: receiver 0 loses every packet of objects [a, b) in the pass
 		outage [2]uint32
+		// congested: the loss is above the threshold, so the rate must drop
+		congested bool
 	}{
-		{name: "3pct", loss: 0.03},
-		{name: "3pct-fec", loss: 0.03, fec: FEC{Parity: 4, Block: 64}},
+		{name: "2pct", loss: 0.02},
+		{name: "2pct-fec", loss: 0.02, fec: FEC{Parity: 4, Block: 64}},
 		{name: "outage", outage: [2]uint32{3, 9}},
+		{name: "congested-25pct", loss: 0.25, fec: FEC{Parity: 8, Block: 32}, congested: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -169,6 +172,9 @@ func TestLoopbackLoss(t *testing.T) {
 			if res.RepairPackets == 0 {
 				t.Fatalf("no repair packets were needed: the loss did not happen?")
 			}
+			if tc.congested != (res.RateDecreases > 0) {
+				t.Fatalf("%d rate decreases at %.0f%% loss", res.RateDecreases, tc.loss*100)
+			}
 			t.Logf("sender: %d packets, %d parity, %d repair, %d rate decreases", res.Packets, res.ParityPackets, res.RepairPackets, res.RateDecreases)
 		})
 	}
@@ -179,16 +185,24 @@ func TestLoopbackLoss(t *testing.T) {
 func TestLoopbackLateJoiner(t *testing.T) {
 	loopbackOK(t)
 	fx := newFixture(t, 24<<20, 256<<10, 4)
+	other := newFixture(t, 4<<20, 256<<10, 44)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/other.dimg" {
+			http.ServeFile(w, r, other.img)
+			return
+		}
 		http.ServeFile(w, r, fx.img)
 	}))
 	defer srv.Close()
 	for _, tc := range []struct {
-		name string
-		url  string
+		name      string
+		url       string
+		wantFetch bool
 	}{
 		{name: "repair-round"},
-		{name: "repair-url", url: srv.URL + "/disk.dimg"},
+		{name: "repair-url", url: srv.URL + "/disk.dimg", wantFetch: true},
+		// A URL of another image is refused; multicast repairs take over.
+		{name: "repair-url-wrong-image", url: srv.URL + "/other.dimg"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -233,8 +247,8 @@ func TestLoopbackLateJoiner(t *testing.T) {
 			if !lateSeen || len(res.Receivers) != 3 {
 				t.Fatalf("sender did not report the late receiver: %+v", res.Receivers)
 			}
-			if tc.url != "" && o.res.Fetched == 0 {
-				t.Fatalf("late receiver fetched nothing from the repair URL")
+			if tc.wantFetch != (o.res.Fetched > 0) {
+				t.Fatalf("late receiver fetched %d objects from the repair URL", o.res.Fetched)
 			}
 			t.Logf("late receiver: fetched %d objects over HTTP, %d repair packets; sender %d packets, %d repair packets, pass %s, total %s, %d bytes stored",
 				o.res.Fetched, o.res.RepairPackets, res.Packets, res.RepairPackets, res.PassDuration, res.Duration, res.StoredBytes)

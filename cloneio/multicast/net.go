@@ -197,6 +197,12 @@ func openReplySocket() (*net.UDPConn, error) {
 // datagramRoom is the largest packet the sender builds for a path MTU.
 func datagramRoom(mtu int) int { return mtu - 28 } // IPv4 + UDP headers
 
-// symbolSizeFor is the symbol size that keeps data packets (with a tag)
-// within one frame of the given MTU.
-func symbolSizeFor(mtu int) int { return datagramRoom(mtu) - dataHdrLen - tagLen }
+// symbolSizeFor is the symbol size that keeps data packets within one
+// frame of the given MTU (room for the HMAC tag only in keyed sessions).
+func symbolSizeFor(mtu int, keyed bool) int {
+	n := datagramRoom(mtu) - dataHdrLen
+	if keyed {
+		n -= tagLen
+	}
+	return n
+}

@@ -114,8 +114,8 @@ type SendResult struct {
 	PassDuration  time.Duration    `json:"pass_duration_ns"`
 	Packets       int64            `json:"packets"`
 	Bytes         int64            `json:"bytes"`
-	ParityPackets int64            `json:"parity_packets"`
-	RepairPackets int64            `json:"repair_packets"`
+	ParityPackets int64            `json:"parity_packets"` // proactive (--fec)
+	RepairPackets int64            `json:"repair_packets"` // data or parity sent again
 	RateDecreases int              `json:"rate_decreases"`
 	FinalRate     int64            `json:"final_rate"`
 	Receivers     []ReceiverReport `json:"receivers"`
@@ -229,6 +229,7 @@ type rxState struct {
 	lastProgress time.Time
 	state        uint8
 	complete     uint32
+	low          uint32 // lowest object it still lacks
 	written      uint64
 	lossPPM      uint32
 	lossAt       time.Time
@@ -307,6 +308,7 @@ type sender struct {
 	rbuf         []byte   // frame buffer for repairs
 	nextAnnounce time.Time
 	nextTick     time.Time
+	nextPrune    time.Time
 	maxWaitAt    time.Time
 
 	// counters
@@ -347,7 +349,7 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	if opt.TTL < 0 || opt.TTL > 255 {
 		return nil, fmt.Errorf("multicast: TTL %d out of range", opt.TTL)
 	}
-	sym := symbolSizeFor(opt.MTU)
+	sym := symbolSizeFor(opt.MTU, len(opt.Key) > 0)
 	if sym < minSymbolSize || sym > maxSymbolSize {
 		return nil, fmt.Errorf("multicast: MTU %d out of range", opt.MTU)
 	}
@@ -387,6 +389,9 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	for _, tb := range zeroRunTables(img.ZeroRuns(), hdr.ChunkSize) {
 		s.objs = append(s.objs, object{length: uint32(len(tb)), table: tb})
 		s.passBytes += int64(len(tb))
+	}
+	if len(s.objs) > maxObjects {
+		return nil, fmt.Errorf("multicast: image has %d stored chunks; receivers take at most %d (capture with a larger chunk size)", len(s.objs), maxObjects)
 	}
 	if s.session == 0 {
 		var b [8]byte
@@ -610,9 +615,6 @@ loop:
 		}
 		s.idle(ctx, tickInterval)
 	}
-	if s.phase == stateSending && len(s.objs) == 0 {
-		s.endPass(time.Now())
-	}
 	final := uint8(stateFinished)
 	if runErr != nil {
 		final = stateAborted
@@ -624,7 +626,10 @@ loop:
 	}
 	res := s.result(time.Since(start))
 	s.prog.Update(Stats{Phase: "done", Done: s.passBytes, Total: s.passBytes, Receivers: len(s.rx), Finished: len(s.rx)})
-	if runErr != nil {
+	switch {
+	case errors.Is(runErr, ErrNoReceivers):
+		return res, fmt.Errorf("%w within %s", ErrNoReceivers, s.opt.MaxWait)
+	case runErr != nil:
 		return res, fmt.Errorf("multicast: send: %w", runErr)
 	}
 	return res, s.outcome(res)
@@ -738,7 +743,7 @@ func (s *sender) handle(m ctrlMsg, now time.Time) {
 		if st.complete > r.complete || st.state != r.state || st.written > r.written {
 			r.lastProgress = now
 		}
-		r.state, r.complete, r.written = st.state, st.complete, st.written
+		r.state, r.complete, r.written, r.low = st.state, st.complete, st.written, st.low
 		r.lossPPM, r.lossAt = st.lossPPM, now
 		for _, nk := range st.nacks {
 			r.requested += s.nack(nk, now)
@@ -948,7 +953,9 @@ func (s *sender) sendParity(ctx context.Context, o uint32, buf []byte, b, j0, co
 		if err := s.sendSymbol(ctx, &d, out[i]); err != nil {
 			return err
 		}
-		s.parity++
+		if !repair {
+			s.parity++
+		}
 	}
 	return nil
 }
@@ -992,6 +999,10 @@ func (s *sender) housekeep(now time.Time) (stop bool, err error) {
 	}
 	s.tickAt, s.tickBytes = now, 0
 
+	if !now.Before(s.nextPrune) {
+		s.prune()
+		s.nextPrune = now.Add(2 * time.Second)
+	}
 	active, finished := 0, 0
 	var worst uint32
 	for _, id := range s.order {
@@ -1041,6 +1052,32 @@ func (s *sender) housekeep(now time.Time) (stop bool, err error) {
 	s.prog.Update(Stats{Phase: phaseName(s.phase), Done: s.passDone(), Total: s.passBytes, Rate: s.sentRate,
 		Receivers: len(s.rx), Finished: finished, Repairs: s.repairPkts, LossPct: float64(worst) / 1e4})
 	return false, nil
+}
+
+// prune forgets repair bookkeeping for objects every active receiver
+// already has: it would otherwise grow with the image on a lossy network.
+func (s *sender) prune() {
+	low := s.g.objects
+	for _, r := range s.rx {
+		if !r.final {
+			low = min(low, r.low)
+		}
+	}
+	for k := range s.lastRepair {
+		if k.object < low {
+			delete(s.lastRepair, k)
+		}
+	}
+	for k := range s.nextParity {
+		if k.object < low {
+			delete(s.nextParity, k)
+		}
+	}
+	for o := range s.lastWhole {
+		if o < low {
+			delete(s.lastWhole, o)
+		}
+	}
 }
 
 func (s *sender) passDone() int64 {

@@ -24,15 +24,22 @@ func zeroSum(n int) [32]byte {
 	return s
 }
 
-// readBack is the final check of a receiver: it reads every chunk of the
-// target back, hashes it, and recomputes the image digest the way imagefmt
-// defines it (SHA-256 over every chunk's SHA-256, absent chunks included).
-// classify(c) tells what chunk c must hold: imagefmt.ChunkStored with the
-// first 8 bytes of its SHA-256, ChunkZero (zeros), or ChunkUnused
-// (anything: it is not read, and counts as zeros in the digest, as the
-// image does). Chunks that differ are returned as runs. done receives
-// logical bytes checked.
-func readBack(ctx context.Context, t Target, a *announce, classify func(c int64) (int, [8]byte), done func(int64)) (digest [32]byte, bad []span, nbad int64, err error) {
+// chunkCheck says what one chunk of the target must hold.
+type chunkCheck struct {
+	kind int       // imagefmt.ChunkStored, ChunkZero or ChunkUnused
+	want [32]byte  // stored: the chunk's SHA-256
+	have *[32]byte // stored: its read-back SHA-256 when already taken, else nil
+}
+
+// readBack is the final check of a receiver: it reads the chunks of the
+// target back (those not already read back during the transfer), hashes
+// them, and recomputes the image digest the way imagefmt defines it
+// (SHA-256 over every chunk's SHA-256). Stored chunks must match their
+// sums and zero-run chunks must be zeros; unused chunks are not read (a
+// device may hold anything there) and count as zeros, as in the image.
+// Chunks that differ are returned as runs; done receives logical bytes
+// checked.
+func readBack(ctx context.Context, t Target, a *announce, check func(c int64) chunkCheck, done func(int64)) (digest [32]byte, bad []span, nbad int64, err error) {
 	n := a.numChunks()
 	full := zeroSum(a.chunkSize)
 	zsum := func(c int64) [32]byte {
@@ -46,8 +53,7 @@ func readBack(ctx context.Context, t Target, a *announce, classify func(c int64)
 	const batch = 32
 	sums := make([][32]byte, batch)
 	errs := make([]error, batch)
-	kinds := make([]int, batch)
-	want := make([][8]byte, batch)
+	checks := make([]chunkCheck, batch)
 	bufs := make([][]byte, workers)
 	for i := range bufs {
 		bufs[i] = make([]byte, a.chunkSize)
@@ -58,6 +64,9 @@ func readBack(ctx context.Context, t Target, a *announce, classify func(c int64)
 			return digest, nil, 0, err
 		}
 		m := int(min(batch, n-c0))
+		for i := range m {
+			checks[i] = check(c0 + int64(i))
+		}
 		var wg sync.WaitGroup
 		for w := range workers {
 			wg.Add(1)
@@ -67,9 +76,12 @@ func readBack(ctx context.Context, t Target, a *announce, classify func(c int64)
 					c := c0 + int64(i)
 					off, l := c*int64(a.chunkSize), a.chunkLen(c)
 					errs[i] = nil
-					kinds[i], want[i] = classify(c)
-					if kinds[i] == imagefmt.ChunkUnused {
+					switch {
+					case checks[i].kind == imagefmt.ChunkUnused:
 						sums[i] = zsum(c)
+						continue
+					case checks[i].have != nil:
+						sums[i] = *checks[i].have
 						continue
 					}
 					if holes != nil {
@@ -94,9 +106,11 @@ func readBack(ctx context.Context, t Target, a *announce, classify func(c int64)
 			}
 			c := c0 + int64(i)
 			d.Write(sums[i][:])
-			ok := kinds[i] == imagefmt.ChunkStored && [8]byte(sums[i][:8]) == want[i] ||
-				kinds[i] != imagefmt.ChunkStored && sums[i] == zsum(c)
-			if !ok {
+			want := zsum(c)
+			if checks[i].kind == imagefmt.ChunkStored {
+				want = checks[i].want
+			}
+			if sums[i] != want {
 				nbad++
 				if l := len(bad); l > 0 && int64(bad[l-1].first)+int64(bad[l-1].count) == c {
 					bad[l-1].count++

@@ -219,11 +219,15 @@ func (a *announce) marshal(b []byte, session uint64) []byte {
 // allocation proportional to what a real image could need.
 const (
 	minSymbolSize = 256
-	maxSymbolSize = 9000 - 28 - dataHdrLen - tagLen // a 9000-byte jumbo frame
+	maxSymbolSize = 9000 - 28 - dataHdrLen // a 9000-byte jumbo frame
 	maxK          = 128
-	minChunkSize  = 4 << 10
-	maxChunkSize  = 16 << 20
-	maxDiskSize   = 1 << 56
+	// maxObjects bounds the per-object state a receiver allocates when it
+	// joins (about 37 bytes each): 16.7 million frames is 4 TiB of stored
+	// 256 KiB chunks, 64 TiB of 4 MiB ones.
+	maxObjects   = 1 << 24
+	minChunkSize = 4 << 10
+	maxChunkSize = 16 << 20
+	maxDiskSize  = 1 << 56
 )
 
 func parseAnnounce(h header, body []byte) (*announce, error) {
@@ -263,6 +267,8 @@ func parseAnnounce(h header, body []byte) (*announce, error) {
 		return nil, fmt.Errorf("%w: sector size %d", errMalformed, a.sectorSize)
 	case a.diskSize <= 0 || a.diskSize > maxDiskSize:
 		return nil, fmt.Errorf("%w: disk size %d", errMalformed, a.diskSize)
+	case a.objects > maxObjects:
+		return nil, fmt.Errorf("%w: %d objects is more than a receiver takes (%d)", errMalformed, a.objects, maxObjects)
 	case int64(a.frames) > a.numChunks() || a.frames > a.objects || a.cursor > a.objects ||
 		int64(a.objects-a.frames) > a.numChunks()/2+1:
 		return nil, fmt.Errorf("%w: %d objects (%d frames) for %d chunks", errMalformed, a.objects, a.frames, a.numChunks())

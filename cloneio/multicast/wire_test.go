@@ -167,8 +167,16 @@ func FuzzPacket(f *testing.F) {
 	d.put(p, 1, testTag)
 	f.Add(append(p, make([]byte, 1000)...))
 
+	f.Add(zeroRunTables([]imagefmt.ZeroRun{{Start: 1, Count: 2}, {Start: 5, Count: 1}}, 64<<10)[0])
 	g := &geometry{sym: 1000, k: 3, p: 1, objects: 4, frames: 3, chunkSize: 64 << 10, numChunks: 8}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
+		if runs, err := parseZeroRunTable(pkt, 8); err == nil {
+			for _, r := range runs {
+				if r.Count <= 0 || r.Start < 0 || r.Start+r.Count > 8 {
+					t.Fatalf("table accepted run %+v", r)
+				}
+			}
+		}
 		var cs codecs
 		asm := newAssembler(g, &cs, 1<<20)
 		// Two copies: the second sees the first's state.
