@@ -32,10 +32,10 @@ func TestFourKnDisk(t *testing.T) {
 	}
 	dev := sh("losetup", "-f", "--show", "--sector-size", "4096", src)
 	sh("sgdisk", "-n", "1:256:0", "-t", "1:8300", dev)
-	sh("losetup", "-d", dev)
+	exec.Command("losetup", "-d", dev).Run()
 	pdev := sh("losetup", "-f", "--show", "-o", fmt.Sprint(1<<20), "--sizelimit", fmt.Sprint(60<<20), src)
 	sh("mkfs.ext4", "-q", "-b", "4096", "-E", "root_owner=0:0", pdev)
-	sh("losetup", "-d", pdev)
+	exec.Command("losetup", "-d", pdev).Run()
 
 	img := filepath.Join(dir, "4kn.dimg")
 	mustRun(t, "capture", "-q", src, img)
