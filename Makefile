@@ -16,7 +16,8 @@ deps:
 	./scripts/deps.sh test
 
 vet:
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	@files=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
+	test -z "$$files" || { echo "$$files"; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
 # Installs missing Debian packages, then vet and every test, including the
