@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // ErrExists is returned when an output already exists and Force is off.
@@ -16,7 +17,9 @@ var ErrExists = errors.New("cloneio: already exists")
 type AtomicFile struct {
 	*os.File
 	final string
-	done  bool
+
+	mu   sync.Mutex // Commit and Abort may race (Abort from an interrupt)
+	done bool
 }
 
 // CreateAtomic creates the temporary file for path. Without force an
@@ -36,7 +39,12 @@ func CreateAtomic(path string, force bool) (*AtomicFile, error) {
 	}
 	f, err := os.CreateTemp(dir, "."+base+".part-*")
 	if err != nil {
-		return nil, err
+		// Name what the user named, not our temporary name.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("cloneio: create %s: %w", path, err)
 	}
 	// CreateTemp makes 0600 files; an image or disk file is an ordinary
 	// file (the umask still applies at rename time through this mode).
@@ -50,6 +58,8 @@ func CreateAtomic(path string, force bool) (*AtomicFile, error) {
 
 // Commit flushes the file to stable storage and renames it into place.
 func (a *AtomicFile) Commit() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.done {
 		return errors.New("cloneio: commit after commit or abort")
 	}
@@ -60,11 +70,11 @@ func (a *AtomicFile) Commit() error {
 	}
 	if err := a.File.Close(); err != nil {
 		os.Remove(a.Name())
-		return err
+		return fmt.Errorf("cloneio: close %s: %w", a.final, err)
 	}
 	if err := os.Rename(a.Name(), a.final); err != nil {
 		os.Remove(a.Name())
-		return err
+		return fmt.Errorf("cloneio: %w", err)
 	}
 	// The rename is durable only once the directory is synced.
 	if d, err := os.Open(filepath.Dir(a.final)); err == nil {
@@ -74,13 +84,36 @@ func (a *AtomicFile) Commit() error {
 	return nil
 }
 
-// Abort removes the temporary file; it is a no-op after Commit.
+// Abort removes the temporary file; it is a no-op after Commit. It is safe
+// to call from another goroutine while the file is being written.
 func (a *AtomicFile) Abort() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.done {
 		return
 	}
 	a.done = true
 	a.cleanup()
+}
+
+// Write and WriteAt name the file the user asked for in their errors
+// ("no space left on device"), not the temporary name.
+func (a *AtomicFile) Write(p []byte) (int, error) {
+	n, err := a.File.Write(p)
+	return n, a.rename(err)
+}
+
+func (a *AtomicFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := a.File.WriteAt(p, off)
+	return n, a.rename(err)
+}
+
+func (a *AtomicFile) rename(err error) error {
+	var pe *os.PathError
+	if err != nil && errors.As(err, &pe) && pe.Path == a.File.Name() {
+		return &os.PathError{Op: pe.Op, Path: a.final, Err: pe.Err}
+	}
+	return err
 }
 
 func (a *AtomicFile) cleanup() {

@@ -69,7 +69,12 @@ func OpenTarget(path string, diskSize int64, opt TargetOptions) (*Target, error)
 func (t *Target) File() *os.File { return t.f }
 
 // WriteAt writes bytes at a disk offset.
-func (t *Target) WriteAt(p []byte, off int64) (int, error) { return t.f.WriteAt(p, off) }
+func (t *Target) WriteAt(p []byte, off int64) (int, error) {
+	if t.atomic != nil {
+		return t.atomic.WriteAt(p, off) // errors name Path, not the temporary file
+	}
+	return t.f.WriteAt(p, off)
+}
 
 // ReadAt reads back from the target (for verification).
 func (t *Target) ReadAt(p []byte, off int64) (int, error) { return t.f.ReadAt(p, off) }

@@ -61,6 +61,12 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 	if chunkSize != 0 && (chunkSize < imagefmt.MinChunkSize || chunkSize > imagefmt.MaxChunkSize || chunkSize&(chunkSize-1) != 0) {
 		return usagef("--chunk-size %d: must be a power of two from %d to %d", chunkSize, imagefmt.MinChunkSize, imagefmt.MaxChunkSize)
 	}
+	if imgPath != "-" {
+		// With --force the image would replace the disk it is read from.
+		if err := cloneio.CheckDistinct(srcPath, imgPath); err != nil {
+			return err
+		}
+	}
 	src, err := cloneio.OpenSource(srcPath)
 	if err != nil {
 		return err
@@ -69,14 +75,9 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 	if w := cloneio.SourceWarning(src); w != "" {
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
-	plan, err := makePlan(src, sector)
-	if err != nil {
-		return err
-	}
-	for _, w := range plan.Info.Warnings {
-		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
-	}
 
+	// The output is created before the source is read: an IMAGE that
+	// exists (no --force) or cannot be created is refused at once.
 	var out io.Writer
 	var af *cloneio.AtomicFile
 	if imgPath == "-" {
@@ -86,7 +87,15 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 			return err
 		}
 		defer af.Abort() // no-op after Commit
+		defer onInterrupt(af.Abort)()
 		out = af
+	}
+	plan, err := makePlan(src, sector)
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Info.Warnings {
+		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
 	prog := newProgress(cmd, "capture")
 	res, err := cloneio.Capture(ctx, src, plan, out, cloneio.CaptureOptions{

@@ -50,6 +50,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	if err != nil {
 		return err
 	}
+	if err := cloneio.CheckDistinct(srcPath, targetPath); err != nil {
+		return err
+	}
 	src, err := cloneio.OpenSource(srcPath)
 	if err != nil {
 		return err
@@ -65,6 +68,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	if err != nil {
 		return err
 	}
+	if err := opt.layout.check(plan.Info.Table); err != nil {
+		return err
+	}
 	for _, w := range plan.Info.Warnings {
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
@@ -78,6 +84,7 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 			t.Abort()
 		}
 	}()
+	defer onInterrupt(t.Abort)()
 	prog := newProgress(cmd, "clone")
 	res, err := cloneio.Clone(ctx, src, plan, t, cloneio.CloneOptions{Progress: prog, Verify: opt.verify})
 	prog.Finish()
@@ -99,7 +106,7 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 		return printJSON(map[string]any{
 			"source": srcPath, "target": targetPath, "disk_bytes": res.DiskBytes, "read_bytes": res.ReadBytes,
 			"written_bytes": res.WrittenBytes, "zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes,
-			"verified": res.Verified, "seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
+			"verified": res.Verified, "seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": layoutJSON(lres),
 		})
 	}
 	printLayout(cmd, lres)

@@ -54,6 +54,9 @@ type infoOutput struct {
 }
 
 func runInfo(path string, jsonOut bool) error {
+	if err := checkImageFile(path, false); err != nil {
+		return err
+	}
 	img, err := imagefmt.Open(path)
 	if err != nil {
 		return err

@@ -44,6 +44,9 @@ func (o *openedImage) Close() error { return o.closer.Close() }
 // *.dimg, is read as a raw disk (a dd image or a block device), so the
 // same commands browse those too.
 func openImage(p string, log *slog.Logger) (*openedImage, error) {
+	if err := checkImageFile(p, true); err != nil {
+		return nil, err
+	}
 	st, err := os.Stat(p)
 	if err != nil {
 		return nil, err
@@ -530,28 +533,8 @@ func (p *entryPrinter) finish() {
 	}
 }
 
-// lsMode is the mode column of ls -l, with the type letter Unix uses
-// (io/fs's String uses D for devices and L for links).
-func lsMode(e extract.Entry) string {
-	m := []byte(e.FileMode.Perm().String())
-	m[0] = map[string]byte{"dir": 'd', "symlink": 'l', "char": 'c', "block": 'b', "fifo": 'p', "socket": 's'}[e.Type]
-	if m[0] == 0 {
-		m[0] = '-'
-	}
-	special := func(i int, bit fs.FileMode, set, unset byte) {
-		if e.FileMode&bit != 0 {
-			if m[i] == 'x' {
-				m[i] = set
-			} else {
-				m[i] = unset
-			}
-		}
-	}
-	special(3, fs.ModeSetuid, 's', 'S')
-	special(6, fs.ModeSetgid, 's', 'S')
-	special(9, fs.ModeSticky, 't', 'T')
-	return string(m)
-}
+// lsMode is the mode column of ls -l.
+func lsMode(e extract.Entry) string { return extract.LsMode(e.FileMode) }
 
 // quoteName shows a name from the image safely on a terminal: control
 // characters and invalid UTF-8 are escaped, as ls does.
@@ -683,6 +666,7 @@ func runExtract(cmd *cobra.Command, imgPath, spec, dest string, opt extract.Opti
 		opt.Progress = extractProgress{bar}
 	}
 	opt.Logger = log
+	opt.Protect = []string{imgPath} // --force must not replace the image itself
 	res, err := extract.Extract(cmd.Context(), fsys, p, dest, opt)
 	bar.Finish()
 	if q, _ := cmd.Flags().GetBool("quiet"); !q && isTerminal(os.Stderr) {

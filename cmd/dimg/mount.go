@@ -55,7 +55,7 @@ DIR must be empty and must not contain IMAGE.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runMount(cmd, args[0], args[1], fl) },
 	}
 	f := cmd.Flags()
-	f.BoolVar(&fl.background, "background", false, "return once mounted; the mount keeps running detached")
+	f.BoolVar(&fl.background, "background", false, "return once mounted; the mount keeps running detached (its log lines go to --log, else nowhere)")
 	f.BoolVar(&fl.allowOther, "allow-other", false, "let other users access the mount (permissions are checked)")
 	f.BoolVar(&fl.debug, "debug", false, "log every FUSE request")
 	f.StringVar(&fl.logFile, "log", "", "append log lines (I/O errors) to this file instead of stderr")
@@ -88,6 +88,9 @@ func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
 		fmt.Fprintf(os.Stderr, "dimg: %s mounted on %s: %s\n", imgPath, dir, mountedList(img))
 		fmt.Fprintf(os.Stderr, "dimg: press Ctrl-C or run 'umount %s' to unmount\n", dir)
 	}
+	// Ctrl-C unmounts, but only once no file under DIR is open: the
+	// process must outlive the grace after which other commands are ended.
+	keepRunningOnInterrupt()
 	m.Wait()
 	return nil
 }

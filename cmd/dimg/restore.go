@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
@@ -75,6 +76,22 @@ func (l layoutFlags) options() (cloneio.LayoutOptions, int64, error) {
 	return cloneio.LayoutOptions{Grow: l.grow, NewGUIDs: l.newGUID}, size, nil
 }
 
+// check refuses --grow and --new-disk-guid on a disk without a partition
+// table before anything is written (FitLayout would refuse them only after
+// the whole disk was copied).
+func (l layoutFlags) check(table string) error {
+	if table != parttable.KindNone {
+		return nil
+	}
+	switch {
+	case l.grow:
+		return usagef("--grow: the disk has no partition table to grow (a bare filesystem)")
+	case l.newGUID:
+		return usagef("--new-disk-guid: the disk has no partition table to give new GUIDs")
+	}
+	return nil
+}
+
 func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags) error {
 	ctx := cmd.Context()
 	var (
@@ -83,15 +100,28 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		hdr    *imagefmt.Header
 		err    error
 	)
-	if imgPath == "-" {
-		if isTerminal(os.Stdin) {
-			return usagef("restore: image \"-\" means standard input, which is a terminal")
+	streamIn, err := streamInput(imgPath)
+	if err != nil {
+		return err
+	}
+	if streamIn != nil {
+		if isTerminal(streamIn) {
+			return usagef("restore: image %q is a terminal; pipe the image in", imgPath)
 		}
-		if stream, err = imagefmt.NewStreamReader(os.Stdin); err != nil {
-			return fmt.Errorf("standard input: %w", err)
+		name := imgPath
+		if imgPath == "-" {
+			name = "standard input"
+		}
+		if stream, err = imagefmt.NewStreamReader(streamIn); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		hdr = stream.Header()
 	} else {
+		// Restoring onto the image's own file (with --force), or onto a
+		// loop device over it, would destroy the image as it is read.
+		if err := cloneio.CheckDistinct(imgPath, targetPath); err != nil {
+			return err
+		}
 		if img, err = imagefmt.Open(imgPath); err != nil {
 			return err
 		}
@@ -101,6 +131,11 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 	lopt, size, err := opt.layout.options()
 	if err != nil {
 		return err
+	}
+	if di, err := imagefmt.ParseDiskInfo(hdr.Metadata); err == nil {
+		if err := opt.layout.check(di.Table); err != nil {
+			return err
+		}
 	}
 	if size != 0 && size < hdr.DiskSize {
 		return fmt.Errorf("%w: --size %d is smaller than the image's disk (%d bytes); nothing was written", cloneio.ErrTooSmall, size, hdr.DiskSize)
@@ -115,6 +150,7 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 			t.Abort()
 		}
 	}()
+	defer onInterrupt(t.Abort)()
 	prog := newProgress(cmd, "restore")
 	ropt := cloneio.RestoreOptions{Progress: prog, Verify: opt.verify}
 	var res *cloneio.RestoreResult
@@ -143,7 +179,7 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		return printJSON(map[string]any{
 			"image": imgPath, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
 			"zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes, "verified": res.Verified,
-			"seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
+			"seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": layoutJSON(lres),
 		})
 	}
 	if q, _ := cmd.Flags().GetBool("quiet"); !q {
@@ -155,6 +191,41 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 			humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes), humanBytes(res.UnusedBytes), res.Wall.Round(time.Millisecond), v)
 	}
 	return nil
+}
+
+// layoutJSON is a LayoutResult with the snake_case keys of every other
+// --json output (nil when nothing was changed).
+func layoutJSON(l *cloneio.LayoutResult) any {
+	if l == nil {
+		return nil
+	}
+	notes := l.Notes
+	if notes == nil {
+		notes = []string{}
+	}
+	return map[string]any{
+		"gpt_backup_moved": l.Relocated, "new_guids": l.NewGUIDs, "grown_partition": l.Grown,
+		"grown_to_bytes": l.GrownTo, "grown_filesystem": l.FSGrown, "notes": notes,
+	}
+}
+
+// streamInput returns the file to read a streamed image from when IMAGE
+// is "-" (standard input) or names a pipe, socket or character device (a
+// FIFO, or /dev/fd/N from the shell's <(...)): those cannot be read at
+// random, and opening one as an image file would wait for ever. A regular
+// file (or anything else) gives nil.
+func streamInput(imgPath string) (*os.File, error) {
+	if imgPath == "-" {
+		return os.Stdin, nil
+	}
+	st, err := os.Stat(imgPath)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode()&(os.ModeNamedPipe|os.ModeSocket|os.ModeCharDevice) == 0 {
+		return nil, nil
+	}
+	return os.Open(imgPath)
 }
 
 func printLayout(cmd *cobra.Command, l *cloneio.LayoutResult) {

@@ -21,6 +21,28 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// checkImageFile refuses an IMAGE that is not a regular file before it is
+// opened: opening a FIFO would wait for a writer for ever, and a pipe or a
+// device cannot be read at random as an image must be.
+func checkImageFile(path string, blockOK bool) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	m := st.Mode()
+	switch {
+	case m.IsRegular():
+		return nil
+	case m.IsDir():
+		return fmt.Errorf("%s is a directory, not an image", path)
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0 && blockOK:
+		return nil
+	case m&(os.ModeNamedPipe|os.ModeSocket|os.ModeCharDevice) != 0:
+		return fmt.Errorf("%s is a pipe or a character device: an image must be a file this command can read at random (save the stream to a file, or use dimg restore -)", path)
+	}
+	return fmt.Errorf("%s is not a regular file", path)
+}
+
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 func printJSON(v any) error {

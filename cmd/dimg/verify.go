@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -20,9 +21,17 @@ The exit status is 0 when the image is intact, 3 when anything is damaged.`,
 		Example: `  dimg verify backup.dimg`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkImageFile(args[0], false); err != nil {
+				return err
+			}
 			img, err := imagefmt.Open(args[0])
 			if err != nil {
-				return exitCodeError{exitCorrupt, err}
+				// A file that is not an image, or is damaged, fails
+				// verification (3); one that cannot be read is a failure (1).
+				if errors.Is(err, imagefmt.ErrFormat) {
+					return exitCodeError{exitCorrupt, err}
+				}
+				return err
 			}
 			defer img.Close()
 			prog := newProgress(cmd, "verify")
@@ -56,7 +65,7 @@ The exit status is 0 when the image is intact, 3 when anything is damaged.`,
 			}
 			if !jsonOut {
 				if q, _ := cmd.Flags().GetBool("quiet"); !q {
-					fmt.Printf("%s: OK (%d chunks, %d stored, digest %s)\n", args[0], res.Chunks, res.Stored, imagefmt.DigestString(res.Digest))
+					fmt.Fprintf(os.Stderr, "%s: OK (%d chunks, %d stored, digest %s)\n", args[0], res.Chunks, res.Stored, imagefmt.DigestString(res.Digest))
 				}
 			}
 			return nil

@@ -29,6 +29,9 @@ var (
 	// ErrLoop: a directory contains one of its own ancestors (corrupt
 	// filesystem), or the tree is deeper than MaxDepth.
 	ErrLoop = errors.New("extract: directory loop or tree too deep")
+	// ErrProtected: with Force, an existing file at the destination would
+	// be replaced, but it is one of Options.Protect (the image being read).
+	ErrProtected = errors.New("extract: destination is protected")
 )
 
 // MaxDepth bounds directory nesting. A real tree cannot be deeper than
@@ -64,6 +67,9 @@ type Options struct {
 	// Logger receives warnings about things skipped on purpose (device
 	// nodes without root, xattrs the host refuses); nil means none.
 	Logger *slog.Logger
+	// Protect names host files that are never replaced, even with Force:
+	// the image the tree is read from.
+	Protect []string
 }
 
 // Progress is told what Extract does. Calls come from one goroutine.
@@ -154,6 +160,12 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 	}
 	if x.prog == nil {
 		x.prog = noProgress{}
+	}
+	for _, p := range opt.Protect {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) == nil {
+			x.protect = append(x.protect, [2]uint64{uint64(st.Dev), st.Ino})
+		}
 	}
 	src, err := CleanPath(src)
 	if err != nil {
@@ -246,14 +258,34 @@ type extractor struct {
 	errs   []error
 	nErrs  int
 	warned map[string]bool
+
+	protect [][2]uint64 // device and inode of Options.Protect
+	// fatal is an error of the host filesystem (full, read-only) that
+	// every further entry would hit too: extraction stops at it.
+	fatal error
+}
+
+// stopped reports whether the extraction must not go on.
+func (x *extractor) stopped() bool { return x.ctx.Err() != nil || x.fatal != nil }
+
+// hostFatal reports whether err means the destination cannot take any more.
+func hostFatal(err error) bool {
+	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.EROFS)
 }
 
 // fail records an entry error.
 func (x *extractor) fail(src string, err error) {
+	e := &EntryError{Path: src, Err: err}
+	if x.fatal == nil && hostFatal(err) {
+		x.fatal = e
+		x.res.Skipped++
+		x.nErrs++
+		return
+	}
 	x.res.Skipped++
 	x.nErrs++
 	if len(x.errs) < maxReported {
-		x.errs = append(x.errs, &EntryError{Path: src, Err: err})
+		x.errs = append(x.errs, e)
 	}
 }
 
@@ -265,7 +297,13 @@ func (x *extractor) err() error {
 		return nil
 	}
 	errs := x.errs
-	if more := x.nErrs - len(errs); more > 0 {
+	more := x.nErrs - len(errs)
+	if x.fatal != nil {
+		// The reason extraction stopped comes first.
+		errs = append([]error{fmt.Errorf("extract: stopped, the destination cannot take more: %w", x.fatal)}, errs...)
+		more--
+	}
+	if more > 0 {
 		errs = append(errs[:len(errs):len(errs)], fmt.Errorf("extract: and %d more errors", more))
 	}
 	return errors.Join(errs...)
@@ -293,7 +331,7 @@ func statOf(fi fs.FileInfo) *fsdrivers.Stat {
 // entry creates name in the directory dirfd (whose path below x.top is
 // dir) from the source entry src described by fi.
 func (x *extractor) entry(dirfd int, dir []string, name, src string, fi fs.FileInfo, depth int, up *ancestors) {
-	if x.ctx.Err() != nil {
+	if x.stopped() {
 		return
 	}
 	st := statOf(fi)
@@ -356,12 +394,25 @@ func (x *extractor) create(dirfd int, name string, mk func() error) error {
 		return fmt.Errorf("%w: a directory is in the way", ErrExists)
 	}
 	if !x.opt.Force {
-		return fmt.Errorf("%w (use force to overwrite)", ErrExists)
+		return fmt.Errorf("%w (use --force to overwrite)", ErrExists)
+	}
+	if err := x.replaceable(&st); err != nil {
+		return err
 	}
 	if err := unix.Unlinkat(dirfd, name, 0); err != nil {
 		return fmt.Errorf("remove existing: %w", err)
 	}
 	return mk()
+}
+
+// replaceable refuses to replace a protected file (Options.Protect).
+func (x *extractor) replaceable(st *unix.Stat_t) error {
+	for _, p := range x.protect {
+		if p == [2]uint64{uint64(st.Dev), st.Ino} {
+			return fmt.Errorf("%w: it is the image being read, and is not replaced even with --force", ErrProtected)
+		}
+	}
+	return nil
 }
 
 func (x *extractor) dir(dirfd int, dir []string, name, src string, fi fs.FileInfo, depth int, up *ancestors) error {
@@ -382,8 +433,11 @@ func (x *extractor) dir(dirfd int, dir []string, name, src string, fi fs.FileInf
 		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 			merged = true // merge into the existing directory
 		case !x.opt.Force:
-			return fmt.Errorf("%w (use force to overwrite)", ErrExists)
+			return fmt.Errorf("%w (use --force to overwrite)", ErrExists)
 		default:
+			if err := x.replaceable(&st); err != nil {
+				return err
+			}
 			if err := unix.Unlinkat(dirfd, name, 0); err != nil {
 				return fmt.Errorf("remove existing: %w", err)
 			}
@@ -443,7 +497,7 @@ func (x *extractor) children(fd int, dir []string, src string, fi fs.FileInfo, d
 	}
 	seen := make(map[string]bool, len(ents))
 	for _, e := range ents {
-		if x.ctx.Err() != nil {
+		if x.stopped() {
 			return
 		}
 		name := e.Name()

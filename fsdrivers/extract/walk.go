@@ -51,6 +51,30 @@ func TypeName(m fs.FileMode) string {
 	return "unknown"
 }
 
+// LsMode is the mode column of ls -l ("lrwxrwxrwx", "drwxrwxrwt",
+// "-rwsr-xr-x"): io/fs's String uses other letters ("Lrwxrwxrwx",
+// "dtrwxrwxrwx", "urwxr-xr-x") that no Unix tool prints or parses.
+func LsMode(mode fs.FileMode) string {
+	m := []byte(mode.Perm().String())
+	m[0] = map[string]byte{"dir": 'd', "symlink": 'l', "char": 'c', "block": 'b', "fifo": 'p', "socket": 's'}[TypeName(mode)]
+	if m[0] == 0 {
+		m[0] = '-'
+	}
+	special := func(i int, bit fs.FileMode, set, unset byte) {
+		if mode&bit != 0 {
+			if m[i] == 'x' {
+				m[i] = set
+			} else {
+				m[i] = unset
+			}
+		}
+	}
+	special(3, fs.ModeSetuid, 's', 'S')
+	special(6, fs.ModeSetgid, 's', 'S')
+	special(9, fs.ModeSticky, 't', 'T')
+	return string(m)
+}
+
 // NewEntry describes the file at p from its Lstat info; for a symlink it
 // reads the target (a failure is noted in Entry.Error).
 func NewEntry(fsys fsdrivers.Filesystem, p string, fi fs.FileInfo) Entry {
@@ -58,7 +82,7 @@ func NewEntry(fsys fsdrivers.Filesystem, p string, fi fs.FileInfo) Entry {
 		Path:     p,
 		Name:     fi.Name(),
 		Type:     TypeName(fi.Mode()),
-		Mode:     fi.Mode().String(),
+		Mode:     LsMode(fi.Mode()),
 		Perm:     unixPerm(fi.Mode()),
 		Size:     fi.Size(),
 		Mtime:    fi.ModTime(),
