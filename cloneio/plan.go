@@ -71,11 +71,11 @@ func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Dri
 			p.Info.Partitions = append(p.Info.Partitions, pi)
 			continue // its EBRs are in Reserved; its space belongs to the logical partitions
 		}
-		ranges, copyMode, warn := partitionRanges(part)
+		ranges, copyMode, warn := partitionRanges(part, t.Kind == parttable.KindNone)
 		if part.Volume != nil {
 			pi.FS, pi.FSUUID, pi.FSLabel = part.Volume.Type(), part.Volume.UUID(), part.Volume.Label()
 		}
-		if warn != "" {
+		if warn != "" && !opt.Sector { // --sector asked for the full copy: nothing to warn about
 			p.Info.Warnings = append(p.Info.Warnings, warn)
 		}
 		pi.Copy = copyMode
@@ -101,26 +101,30 @@ func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Dri
 }
 
 // partitionRanges decides what to copy of one partition.
-func partitionRanges(part *disk.Part) (ranges []fsdrivers.Range, copyMode, warning string) {
+func partitionRanges(part *disk.Part, bare bool) (ranges []fsdrivers.Range, copyMode, warning string) {
 	whole := []fsdrivers.Range{{Off: 0, Len: part.Size}}
+	name := fmt.Sprintf("partition %d", part.Number)
+	if bare {
+		name = "the disk (no partition table)"
+	}
 	if part.Volume == nil {
 		reason := "no filesystem recognised"
 		if part.ProbeErr != nil && !allNotFound(part.ProbeErr) {
 			reason = part.ProbeErr.Error()
 		}
-		return whole, "sector", fmt.Sprintf("partition %d: %s; copied sector by sector", part.Number, reason)
+		return whole, "sector", fmt.Sprintf("%s: %s; copied sector by sector", name, reason)
 	}
 	ur, ok := part.Volume.(fsdrivers.UsedRanger)
 	if !ok {
-		return whole, "sector", fmt.Sprintf("partition %d (%s): cannot list used blocks; copied sector by sector", part.Number, part.Volume.Type())
+		return whole, "sector", fmt.Sprintf("%s (%s): cannot list used blocks; copied sector by sector", name, part.Volume.Type())
 	}
 	rs, err := ur.UsedRanges()
 	if err != nil {
-		return whole, "sector", fmt.Sprintf("partition %d (%s): %v; copied sector by sector", part.Number, part.Volume.Type(), err)
+		return whole, "sector", fmt.Sprintf("%s (%s): %v; copied sector by sector", name, part.Volume.Type(), err)
 	}
 	if w, ok := part.Volume.(interface{ Warnings() []string }); ok {
 		for _, s := range w.Warnings() {
-			warning += fmt.Sprintf("partition %d (%s): %s; ", part.Number, part.Volume.Type(), s)
+			warning += fmt.Sprintf("%s (%s): %s; ", name, part.Volume.Type(), s)
 		}
 	}
 	mode := "used"

@@ -45,6 +45,12 @@ func Open(path string) (*Reader, error) {
 
 // OpenOptions opens an image file with options.
 func OpenOptions(path string, opt ReaderOptions) (*Reader, error) {
+	// Stat before open: opening a FIFO would block until a writer appears.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("imagefmt: %s is not a regular file (to read an image from a pipe, use a stream reader: restore -)", path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

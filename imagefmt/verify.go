@@ -24,7 +24,7 @@ type VerifyResult struct {
 	Chunks    int64         // chunks checked (stored and absent)
 	Stored    int64         // stored chunks
 	Bad       []*ChunkError // chunks that failed, in chunk order
-	DigestOK  bool          // the recomputed digest equals the footer's
+	DigestOK  bool          // every chunk verified and the recomputed digest equals the footer's
 	Digest    [32]byte      // the recomputed digest
 	BytesRead int64         // image bytes read
 }
@@ -118,7 +118,8 @@ feed:
 		writeZeroSum(h, r.hdr, next, zs)
 	}
 	h.Sum(res.Digest[:0])
-	res.DigestOK = res.Digest == r.ft.digest
+	// The digest proves the content only when every chunk read back right.
+	res.DigestOK = res.Digest == r.ft.digest && len(res.Bad) == 0
 	return res, nil
 }
 

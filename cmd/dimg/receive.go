@@ -81,7 +81,24 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 		}
 	}
 	prog := newMcastProgress(cmd, "receive")
+	// Open the target here so an interrupt that outlasts Receive's own
+	// cleanup still removes a file target's temporary file.
+	topt := cloneio.TargetOptions{Force: opt.force, Discard: opt.discard}
+	var unregister func()
+	defer func() {
+		if unregister != nil {
+			unregister()
+		}
+	}()
+	openTarget := func(p string, size int64) (multicast.Target, error) {
+		t, err := multicast.OpenTarget(p, size, topt)
+		if err == nil {
+			unregister = onInterrupt(t.Abort)
+		}
+		return t, err
+	}
 	res, err := multicast.Receive(cmd.Context(), target, multicast.ReceiveOptions{
+		OpenTarget: openTarget,
 		Group: opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, Key: key, RepairURL: opt.repairURL,
 		Wait: opt.wait, SenderTimeout: opt.senderTimeout, Session: session,
 		Target:   cloneio.TargetOptions{Force: opt.force, Discard: opt.discard},
