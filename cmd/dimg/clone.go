@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -46,7 +45,8 @@ moves to the end; --grow also extends the last partition and its filesystem.
 
 func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt restoreFlags) error {
 	ctx := cmd.Context()
-	lopt, size, err := opt.layout.options()
+	// Flag mistakes are usage errors: report them before any work.
+	_, size, err := opt.layout.options()
 	if err != nil {
 		return err
 	}
@@ -74,34 +74,14 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	for _, w := range plan.Info.Warnings {
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
-	t, err := cloneio.OpenTarget(targetPath, src.Size, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
+	var res *cloneio.CloneResult
+	t, lres, err := toTarget(cmd, "clone", targetPath, src.Size, plan.SectorSize, opt, func(t *cloneio.Target, prog cloneio.Progress) (err error) {
+		res, err = cloneio.Clone(ctx, src, plan, t, cloneio.CloneOptions{Progress: prog, Verify: opt.verify})
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			t.Abort()
-		}
-	}()
-	defer onInterrupt(t.Abort)()
-	prog := newProgress(cmd, "clone")
-	res, err := cloneio.Clone(ctx, src, plan, t, cloneio.CloneOptions{Progress: prog, Verify: opt.verify})
-	prog.Finish()
-	if err != nil {
-		if errors.Is(err, cloneio.ErrVerify) {
-			return exitCodeError{exitCorrupt, err}
-		}
-		return err
-	}
-	lres, err := cloneio.FitLayout(ctx, t, src.Size, plan.SectorSize, lopt)
-	if err != nil {
-		return err
-	}
-	if err := t.Commit(); err != nil {
-		return err
-	}
-	committed = true
 	if opt.json {
 		return printJSON(map[string]any{
 			"source": srcPath, "target": targetPath, "disk_bytes": res.DiskBytes, "read_bytes": res.ReadBytes,

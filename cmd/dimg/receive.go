@@ -99,7 +99,7 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 	}
 	res, err := multicast.Receive(cmd.Context(), target, multicast.ReceiveOptions{
 		OpenTarget: openTarget,
-		Group: opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, Key: key, RepairURL: opt.repairURL,
+		Group:      opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, Key: key, RepairURL: opt.repairURL,
 		Wait: opt.wait, SenderTimeout: opt.senderTimeout, Session: session,
 		Target:   cloneio.TargetOptions{Force: opt.force, Discard: opt.discard},
 		Progress: prog.progress(),

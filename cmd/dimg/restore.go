@@ -128,52 +128,24 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		defer img.Close()
 		hdr = img.Header()
 	}
-	lopt, size, err := opt.layout.options()
-	if err != nil {
-		return err
-	}
 	if di, err := imagefmt.ParseDiskInfo(hdr.Metadata); err == nil {
 		if err := opt.layout.check(di.Table); err != nil {
 			return err
 		}
 	}
-	if size != 0 && size < hdr.DiskSize {
-		return fmt.Errorf("%w: --size %d is smaller than the image's disk (%d bytes); nothing was written", cloneio.ErrTooSmall, size, hdr.DiskSize)
-	}
-	t, err := cloneio.OpenTarget(targetPath, hdr.DiskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
-	if err != nil {
-		return err
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			t.Abort()
-		}
-	}()
-	defer onInterrupt(t.Abort)()
-	prog := newProgress(cmd, "restore")
-	ropt := cloneio.RestoreOptions{Progress: prog, Verify: opt.verify}
 	var res *cloneio.RestoreResult
-	if img != nil {
-		res, err = cloneio.RestoreImage(ctx, img, t, ropt)
-	} else {
-		res, err = cloneio.RestoreStream(ctx, stream, t, ropt)
-	}
-	prog.Finish()
-	if err != nil {
-		if errors.Is(err, cloneio.ErrVerify) || errors.Is(err, imagefmt.ErrChecksum) || errors.Is(err, imagefmt.ErrCorrupt) {
-			return exitCodeError{exitCorrupt, err}
+	t, lres, err := toTarget(cmd, "restore", targetPath, hdr.DiskSize, hdr.SectorSize, opt, func(t *cloneio.Target, prog cloneio.Progress) (err error) {
+		ropt := cloneio.RestoreOptions{Progress: prog, Verify: opt.verify}
+		if img != nil {
+			res, err = cloneio.RestoreImage(ctx, img, t, ropt)
+		} else {
+			res, err = cloneio.RestoreStream(ctx, stream, t, ropt)
 		}
 		return err
-	}
-	lres, err := cloneio.FitLayout(ctx, t, hdr.DiskSize, hdr.SectorSize, lopt)
+	})
 	if err != nil {
 		return err
 	}
-	if err := t.Commit(); err != nil {
-		return err
-	}
-	committed = true
 	printLayout(cmd, lres)
 	if opt.json {
 		return printJSON(map[string]any{
@@ -251,4 +223,49 @@ func printLayout(cmd *cobra.Command, l *cloneio.LayoutResult) {
 	for _, n := range l.Notes {
 		fmt.Fprintln(os.Stderr, n)
 	}
+}
+
+// toTarget is the part restore and clone share: it opens targetPath for a
+// disk of diskSize bytes (refusing a smaller one before anything is
+// written), runs write with a progress bar, fits the partition table to the
+// target (GPT backup, --grow, --new-disk-guid) and commits. On failure or
+// interrupt a file target's temporary file is removed.
+func toTarget(cmd *cobra.Command, label, targetPath string, diskSize int64, sectorSize int, opt restoreFlags,
+	write func(t *cloneio.Target, prog cloneio.Progress) error) (*cloneio.Target, *cloneio.LayoutResult, error) {
+	lopt, size, err := opt.layout.options()
+	if err != nil {
+		return nil, nil, err
+	}
+	if size != 0 && size < diskSize {
+		return nil, nil, fmt.Errorf("%w: --size %d is smaller than the disk (%d bytes); nothing was written", cloneio.ErrTooSmall, size, diskSize)
+	}
+	t, err := cloneio.OpenTarget(targetPath, diskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
+	if err != nil {
+		return nil, nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			t.Abort()
+		}
+	}()
+	defer onInterrupt(t.Abort)()
+	prog := newProgress(cmd, label)
+	err = write(t, prog)
+	prog.Finish()
+	if err != nil {
+		if errors.Is(err, cloneio.ErrVerify) || errors.Is(err, imagefmt.ErrChecksum) || errors.Is(err, imagefmt.ErrCorrupt) {
+			return nil, nil, exitCodeError{exitCorrupt, err}
+		}
+		return nil, nil, err
+	}
+	lres, err := cloneio.FitLayout(cmd.Context(), t, diskSize, sectorSize, lopt)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := t.Commit(); err != nil {
+		return nil, nil, err
+	}
+	committed = true
+	return t, lres, nil
 }
