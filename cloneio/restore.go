@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 
@@ -320,7 +321,11 @@ func verifyReadBack(ctx context.Context, ra io.ReaderAt, chunkSize int, diskSize
 	}
 	jobs := make(chan job, workers*2)
 	var mu sync.Mutex
-	var bad []error
+	type badChunk struct {
+		chunk int64
+		err   error
+	}
+	var bad []badChunk
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -341,7 +346,7 @@ func verifyReadBack(ctx context.Context, ra io.ReaderAt, chunkSize int, diskSize
 				}
 				if err != nil {
 					mu.Lock()
-					bad = append(bad, fmt.Errorf("chunk %d (disk bytes %d-%d): %w", j.chunk, off, off+n-1, err))
+					bad = append(bad, badChunk{j.chunk, fmt.Errorf("chunk %d (disk bytes %d-%d): %w", j.chunk, off, off+n-1, err)})
 					mu.Unlock()
 				}
 			}
@@ -372,10 +377,17 @@ func verifyReadBack(ctx context.Context, ra io.ReaderAt, chunkSize int, diskSize
 		return ctx.Err()
 	}
 	if len(bad) > 0 {
-		if len(bad) > 20 {
-			bad = append(bad[:20], fmt.Errorf("... and %d more", len(bad)-20))
+		// Workers finish out of order: report in disk order.
+		sort.Slice(bad, func(i, j int) bool { return bad[i].chunk < bad[j].chunk })
+		var errs []error
+		for i, b := range bad {
+			if i == 20 {
+				errs = append(errs, fmt.Errorf("... and %d more", len(bad)-20))
+				break
+			}
+			errs = append(errs, b.err)
 		}
-		return fmt.Errorf("%w: %w", ErrVerify, errors.Join(bad...))
+		return fmt.Errorf("%w: %w", ErrVerify, errors.Join(errs...))
 	}
 	return nil
 }
