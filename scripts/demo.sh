@@ -18,6 +18,10 @@ ls -l "$D/disk.img" "$D/disk.dimg" | awk '{print $5, $9}'
 du -h "$D/disk.img" "$D/disk.dimg"
 step "What the image holds" "$DIMG" info "$D/disk.dimg"
 step "Check every chunk and the image digest" "$DIMG" verify "$D/disk.dimg"
+step "Browse the image without restoring it: the partitions, then a directory" "$DIMG" ls "$D/disk.dimg"
+"$DIMG" ls -l "$D/disk.dimg" 1:/EFI/BOOT
+f=$("$DIMG" ls "$D/disk.dimg" 2:/etc | head -1)
+step "Print one file from inside the image (reads only the chunks it needs)" "$DIMG" cat "$D/disk.dimg" "2:/etc/$f"
 step "Restore it to a new disk file, reading it back to verify" \
   "$DIMG" restore --force --verify "$D/disk.dimg" "$D/restored.img"
 step "The partition table survived (sgdisk -v)" sgdisk -v "$D/restored.img"
