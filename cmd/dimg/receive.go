@@ -101,7 +101,6 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 		OpenTarget: openTarget,
 		Group:      opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, Key: key, RepairURL: opt.repairURL,
 		Wait: opt.wait, SenderTimeout: opt.senderTimeout, Session: session,
-		Target:   cloneio.TargetOptions{Force: opt.force, Discard: opt.discard},
 		Progress: prog.progress(),
 	})
 	prog.finish()
