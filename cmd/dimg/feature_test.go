@@ -136,8 +136,7 @@ func TestCloneAndMountedTarget(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "too small") {
 		t.Fatalf("clone onto a smaller device: exit %d: %s", code, errs)
 	}
-	exec.Command("losetup", "-d", sdev).Run()
-	if fileSum(t, small) != sbefore {
+	if fileSum(t, small) != sbefore { // sdev is detached once, by the defer
 		t.Fatal("the refused smaller target was written")
 	}
 }
