@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"runtime"
@@ -54,8 +53,7 @@ type restorer struct {
 	t      *Target
 	prog   Progress
 	res    *RestoreResult
-	digest hash.Hash
-	zsum   [32]byte
+	digest *imagefmt.Digester
 	next   int64 // next chunk not yet accounted for
 	sums   []chunkSum
 	runs   []imagefmt.ZeroRun
@@ -67,19 +65,10 @@ type restorer struct {
 
 func newRestorer(hdr *imagefmt.Header, t *Target, opt RestoreOptions) *restorer {
 	r := &restorer{hdr: hdr, t: t, prog: orNoProgress(opt.Progress), res: &RestoreResult{DiskBytes: hdr.DiskSize},
-		digest: sha256.New(), zsum: zeroSumOf(hdr.ChunkSize)}
+		digest: imagefmt.NewDigester(hdr)}
 	r.pool.New = func() any { b := make([]byte, imagefmt.FrameBufSize(hdr.ChunkSize)); return &b }
 	r.prog.Start(hdr.DiskSize)
 	return r
-}
-
-func zeroSumOf(n int) [32]byte { return sha256.Sum256(make([]byte, n)) }
-
-func (r *restorer) chunkSumOfZeros(c int64) [32]byte {
-	if l := r.hdr.ChunkLen(c); l != r.hdr.ChunkSize {
-		return zeroSumOf(l)
-	}
-	return r.zsum
 }
 
 func (r *restorer) chunkRange(c, n int64) (off, length int64) {
@@ -94,10 +83,7 @@ func (r *restorer) unusedTo(c int64) error {
 		return nil
 	}
 	off, n := r.chunkRange(r.next, c-r.next)
-	for ; r.next < c; r.next++ {
-		s := r.chunkSumOfZeros(r.next)
-		r.digest.Write(s[:])
-	}
+	r.next = c
 	r.res.UnusedBytes += n
 	r.prog.Add(n)
 	if err := r.t.Unused(off, n); err != nil {
@@ -111,10 +97,7 @@ func (r *restorer) zeroRun(z imagefmt.ZeroRun) error {
 		return err
 	}
 	off, n := r.chunkRange(z.Start, z.Count)
-	for ; r.next < z.Start+z.Count; r.next++ {
-		s := r.chunkSumOfZeros(r.next)
-		r.digest.Write(s[:])
-	}
+	r.next = z.Start + z.Count
 	r.runs = append(r.runs, z)
 	r.res.ZeroedBytes += n
 	r.prog.Add(n)
@@ -129,7 +112,9 @@ func (r *restorer) frame(ctx context.Context, f imagefmt.Frame, buf *[]byte) err
 	if err := r.unusedTo(f.Chunk); err != nil {
 		return err
 	}
-	r.digest.Write(f.Sum[:])
+	if err := r.digest.Add(f.Chunk, f.Sum); err != nil {
+		return err
+	}
 	r.sums = append(r.sums, chunkSum{f.Chunk, f.Sum})
 	r.next = f.Chunk + 1
 	select {
@@ -244,9 +229,7 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	var d [32]byte
-	r.digest.Sum(d[:0])
-	if d != img.Digest() {
+	if r.digest.Sum() != img.Digest() {
 		return nil, fmt.Errorf("restore: %w: the chunks' checksums do not add up to the image digest", imagefmt.ErrCorrupt)
 	}
 	return r.finish(ctx, opt, start)

@@ -1,7 +1,6 @@
 package imagefmt
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -315,20 +314,6 @@ func ParseFrame(raw []byte, maxLogical int) (Frame, error) {
 
 // maxFrameSize bounds an lz4 payload for n input bytes (lz4 worst case).
 func maxFrameSize(n int) int { return n + n/255 + 16 }
-
-// zeroSum returns the SHA-256 of n zero bytes.
-func zeroSum(n int) [32]byte {
-	var z [4096]byte
-	h := sha256.New()
-	for n > 0 {
-		k := min(n, len(z))
-		h.Write(z[:k])
-		n -= k
-	}
-	var s [32]byte
-	h.Sum(s[:0])
-	return s
-}
 
 // footer is the fixed-size trailer of an image.
 type footer struct {

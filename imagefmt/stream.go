@@ -2,11 +2,9 @@ package imagefmt
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 )
 
@@ -18,8 +16,7 @@ type StreamReader struct {
 	hdr    *Header
 	off    int64
 	next   int64 // lowest chunk number the next frame may have
-	digest hash.Hash
-	zsum   [32]byte
+	digest *Digester
 	seen   []indexEntry
 	runs   []ZeroRun
 	// lastWasRun: the previous record was a zero run (runs merge only then).
@@ -47,7 +44,7 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &StreamReader{r: r, hdr: h, off: int64(n), digest: sha256.New(), zsum: zeroSum(h.ChunkSize),
+	return &StreamReader{r: r, hdr: h, off: int64(n), digest: NewDigester(h),
 		buf: make([]byte, FrameBufSize(h.ChunkSize))}, nil
 }
 
@@ -60,17 +57,6 @@ func eofIsTruncated(err error) error {
 
 // Header returns the image header.
 func (s *StreamReader) Header() *Header { return s.hdr }
-
-func (s *StreamReader) skipTo(chunk int64) {
-	for ; s.next < chunk; s.next++ {
-		if l := s.hdr.ChunkLen(s.next); l == s.hdr.ChunkSize {
-			s.digest.Write(s.zsum[:])
-		} else {
-			z := zeroSum(l)
-			s.digest.Write(z[:])
-		}
-	}
-}
 
 // Next returns the next frame. Its Raw and Payload alias an internal buffer
 // that the following call to Next overwrites: decode or copy it first.
@@ -106,7 +92,7 @@ func (s *StreamReader) Next() (Frame, error) {
 			s.runs = append(s.runs, z)
 		}
 		s.lastWasRun = true
-		s.skipTo(z.Start + z.Count)
+		s.next = z.Start + z.Count
 		s.off += FrameHeaderSize
 		return Frame{Chunk: z.Start, Zeros: z.Count}, nil
 	}
@@ -123,8 +109,7 @@ func (s *StreamReader) Next() (Frame, error) {
 	}
 	f.Raw, f.Payload = raw, raw[FrameHeaderSize:]
 	s.seen = append(s.seen, indexEntry{off: s.off, chunk: uint32(f.Chunk), slen: uint32(slen)})
-	s.skipTo(f.Chunk)
-	s.digest.Write(f.Sum[:])
+	s.digest.Add(f.Chunk, f.Sum)
 	s.next = f.Chunk + 1
 	s.lastWasRun = false
 	s.off += int64(len(raw))
@@ -165,10 +150,7 @@ func (s *StreamReader) finish() error {
 	if ft.indexOff != indexOff || ft.count != count || ft.zeroRuns != nruns || ft.indexCRC != crc(idx) || ft.uuid != s.hdr.UUID {
 		return fmt.Errorf("%w: footer does not match the stream", ErrCorrupt)
 	}
-	s.skipTo(s.hdr.NumChunks())
-	var d [32]byte
-	s.digest.Sum(d[:0])
-	if d != ft.digest {
+	if s.digest.Sum() != ft.digest {
 		return fmt.Errorf("%w: image digest does not match the chunks' sums", ErrCorrupt)
 	}
 	return io.EOF

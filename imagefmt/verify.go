@@ -2,7 +2,6 @@ package imagefmt
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"runtime"
@@ -92,14 +91,9 @@ feed:
 	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read}
 	// Absent chunks count as verified zeros; report their bytes too.
 	progress.Add(r.hdr.DiskSize - storedLogical(r))
-	h := sha256.New()
-	zs := zeroSum(r.hdr.ChunkSize)
-	next := int64(0)
+	dg := NewDigester(r.hdr)
 	for i, e := range r.entries {
 		c := int64(e.chunk)
-		for ; next < c; next++ {
-			writeZeroSum(h, r.hdr, next, zs)
-		}
 		if bad[i] != nil {
 			res.Bad = append(res.Bad, bad[i])
 			// A bad chunk's true sum is unknown; the frame's recorded sum keeps
@@ -108,16 +102,12 @@ feed:
 			if fr, _, err := r.ReadFrame(c, nil); err == nil {
 				f = fr
 			}
-			h.Write(f.Sum[:])
+			dg.Add(c, f.Sum)
 		} else {
-			h.Write(sums[i][:])
+			dg.Add(c, sums[i])
 		}
-		next = c + 1
 	}
-	for ; next < n; next++ {
-		writeZeroSum(h, r.hdr, next, zs)
-	}
-	h.Sum(res.Digest[:0])
+	res.Digest = dg.Sum()
 	// The digest proves the content only when every chunk read back right.
 	res.DigestOK = res.Digest == r.ft.digest && len(res.Bad) == 0
 	return res, nil
@@ -129,15 +119,6 @@ func storedLogical(r *Reader) int64 {
 		t += int64(r.hdr.ChunkLen(int64(e.chunk)))
 	}
 	return t
-}
-
-func writeZeroSum(h interface{ Write([]byte) (int, error) }, hdr *Header, c int64, full [32]byte) {
-	if l := hdr.ChunkLen(c); l != hdr.ChunkSize {
-		z := zeroSum(l)
-		h.Write(z[:])
-		return
-	}
-	h.Write(full[:])
 }
 
 // DigestString formats a digest as hex.

@@ -3,9 +3,7 @@ package imagefmt
 import (
 	"bufio"
 	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"hash"
 	"io"
 	"time"
 )
@@ -31,8 +29,7 @@ type Writer struct {
 	next    int64 // lowest chunk number the next frame may have
 	entries []indexEntry
 	runs    []ZeroRun
-	digest  hash.Hash
-	zsum    [32]byte // sum of a full zero chunk
+	digest  *Digester
 	stored  int64
 	closed  bool
 	// lastWasRun: the previous record was a zero run (runs merge only then).
@@ -75,11 +72,10 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		return nil, err
 	}
 	wr := &Writer{
-		w:      bufio.NewWriterSize(w, 1<<20),
-		hdr:    h,
-		digest: sha256.New(),
-		zsum:   zeroSum(h.ChunkSize),
+		w:   bufio.NewWriterSize(w, 1<<20),
+		hdr: h,
 	}
+	wr.digest = NewDigester(&wr.hdr)
 	if err := wr.write(b); err != nil {
 		return nil, err
 	}
@@ -98,18 +94,6 @@ func (w *Writer) write(b []byte) error {
 	return nil
 }
 
-// skipTo feeds the digest the sums of absent chunks [w.next, chunk).
-func (w *Writer) skipTo(chunk int64) {
-	for ; w.next < chunk; w.next++ {
-		if l := w.hdr.ChunkLen(w.next); l == w.hdr.ChunkSize {
-			w.digest.Write(w.zsum[:])
-		} else {
-			s := zeroSum(l)
-			w.digest.Write(s[:])
-		}
-	}
-}
-
 // WriteFrame appends a frame made by an Encoder. Frames must come in
 // strictly increasing chunk order; chunks never written read back as zeros.
 func (w *Writer) WriteFrame(f Frame) error {
@@ -125,9 +109,8 @@ func (w *Writer) WriteFrame(f Frame) error {
 	case len(f.Raw) != FrameHeaderSize+len(f.Payload):
 		return fmt.Errorf("imagefmt: frame for chunk %d was not built by an Encoder", f.Chunk)
 	}
-	w.skipTo(f.Chunk)
 	w.entries = append(w.entries, indexEntry{off: w.off, chunk: uint32(f.Chunk), slen: uint32(len(f.Payload))})
-	w.digest.Write(f.Sum[:])
+	w.digest.Add(f.Chunk, f.Sum)
 	w.next = f.Chunk + 1
 	w.lastWasRun = false
 	w.stored += int64(len(f.Raw))
@@ -143,7 +126,7 @@ func (w *Writer) WriteZeroRun(start, count int64) error {
 	if start < w.next || count <= 0 || start+count > w.hdr.NumChunks() {
 		return fmt.Errorf("imagefmt: zero run %d+%d out of order or range (next %d)", start, count, w.next)
 	}
-	w.skipTo(start + count)
+	w.next = start + count // zero chunks: the digest counts them when it skips them
 	// Merge with the previous run when adjacent: fewer records, same meaning.
 	if n := len(w.runs); n > 0 && w.runs[n-1].Start+w.runs[n-1].Count == start && w.lastWasRun {
 		w.runs[n-1].Count += count
@@ -164,8 +147,7 @@ func (w *Writer) Close() ([32]byte, error) {
 		return d, fmt.Errorf("imagefmt: writer already closed")
 	}
 	w.closed = true
-	w.skipTo(w.hdr.NumChunks())
-	w.digest.Sum(d[:0])
+	d = w.digest.Sum()
 
 	indexOff := w.off
 	idx := marshalIndex(w.entries, w.runs)

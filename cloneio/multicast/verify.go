@@ -10,20 +10,6 @@ import (
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
-// zeroSum is the SHA-256 of n zero bytes.
-func zeroSum(n int) [32]byte {
-	h := sha256.New()
-	var z [8192]byte
-	for n > 0 {
-		k := min(n, len(z))
-		h.Write(z[:k])
-		n -= k
-	}
-	var s [32]byte
-	h.Sum(s[:0])
-	return s
-}
-
 // chunkCheck says what one chunk of the target must hold.
 type chunkCheck struct {
 	kind int       // imagefmt.ChunkStored, ChunkZero or ChunkUnused
@@ -41,10 +27,10 @@ type chunkCheck struct {
 // checked.
 func readBack(ctx context.Context, t Target, a *announce, check func(c int64) chunkCheck, done func(int64)) (digest [32]byte, bad []span, nbad int64, err error) {
 	n := a.numChunks()
-	full := zeroSum(a.chunkSize)
+	full := imagefmt.ZeroSum(a.chunkSize)
 	zsum := func(c int64) [32]byte {
 		if l := a.chunkLen(c); l != a.chunkSize {
-			return zeroSum(l)
+			return imagefmt.ZeroSum(l)
 		}
 		return full
 	}
