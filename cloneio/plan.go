@@ -25,7 +25,7 @@ type PlanOptions struct {
 // the first partition (boot code, GRUB's core.img), and per partition the
 // bytes its filesystem uses — or all of it when the filesystem is unknown
 // or cannot list its used blocks (with a warning naming the partition).
-// Swap keeps only its header. Free space outside partitions is not copied.
+// A fsdrivers.HeaderOnly volume (swap) keeps only its header. Free space outside partitions is not copied.
 func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Driver, opt PlanOptions) (*Plan, error) {
 	d, err := disk.Open(r, size, sectorSize, drivers)
 	if err != nil {
@@ -114,22 +114,26 @@ func partitionRanges(part *disk.Part, bare bool) (ranges []fsdrivers.Range, copy
 		}
 		return whole, "sector", fmt.Sprintf("%s: %s; copied sector by sector", name, reason)
 	}
-	ur, ok := part.Volume.(fsdrivers.UsedRanger)
-	if !ok {
-		return whole, "sector", fmt.Sprintf("%s (%s): cannot list used blocks; copied sector by sector", name, part.Volume.Type())
-	}
-	rs, err := ur.UsedRanges()
-	if err != nil {
-		return whole, "sector", fmt.Sprintf("%s (%s): %v; copied sector by sector", name, part.Volume.Type(), err)
-	}
-	if w, ok := part.Volume.(interface{ Warnings() []string }); ok {
-		for _, s := range w.Warnings() {
-			warning += fmt.Sprintf("%s (%s): %s; ", name, part.Volume.Type(), s)
-		}
-	}
+	vol := fmt.Sprintf("%s (%s)", name, part.Volume.Type())
+	var rs []fsdrivers.Range
+	var err error
 	mode := "used"
-	if part.Volume.Type() == "swap" {
+	switch v := part.Volume.(type) {
+	case fsdrivers.HeaderOnly:
+		rs, err = v.HeaderRanges()
 		mode = "header"
+	case fsdrivers.UsedRanger:
+		rs, err = v.UsedRanges()
+	default:
+		return whole, "sector", vol + ": cannot list used blocks; copied sector by sector"
+	}
+	if err != nil {
+		return whole, "sector", fmt.Sprintf("%s: %v; copied sector by sector", vol, err)
+	}
+	if w, ok := part.Volume.(fsdrivers.Warner); ok {
+		for _, s := range w.Warnings() {
+			warning += fmt.Sprintf("%s: %s; ", vol, s)
+		}
 	}
 	// Clip to the partition: a driver must never widen what is copied.
 	var out []fsdrivers.Range

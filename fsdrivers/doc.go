@@ -6,7 +6,11 @@
 //   - Driver: a value that recognises one filesystem type (ext4.Driver{},
 //     fat.Driver{}, ntfs.Driver{}, swap.Driver{}); cmd passes the list in.
 //   - Volume: an opened filesystem; capabilities are small interfaces found
-//     by type assertion: UsedRanger (bytes in use), Filesystem (file tree).
+//     by type assertion, never stubbed: UsedRanger (bytes in use),
+//     HeaderOnly (scratch contents: only a header to keep, swap), Warner
+//     (damage worked around), Filesystem (the io/fs-like file tree), and on
+//     a Filesystem fs.ReadLinkFS (symlinks) and XattrFS (extended
+//     attributes). filesystem.go has the table of who implements what.
 //   - Range: a byte range relative to the partition's first byte.
 //   - Table / Partition (package parttable): the disk's MBR or GPT layout.
 //

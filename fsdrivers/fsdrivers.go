@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"time"
 )
 
 // ErrNotFound is wrapped by a Driver's Open when the bytes do not carry that
@@ -28,7 +26,8 @@ type Driver interface {
 }
 
 // Volume is an opened filesystem. Everything beyond identification is an
-// optional capability found by type assertion: UsedRanger, Filesystem.
+// optional capability found by type assertion (see filesystem.go):
+// UsedRanger, HeaderOnly, Warner, Filesystem.
 type Volume interface {
 	// Type is the precise type: "ext2", "ext3", "ext4", "fat12", "fat16",
 	// "fat32", "ntfs", "swap".
@@ -43,52 +42,6 @@ type Volume interface {
 // Range is a byte range [Off, Off+Len) relative to the start of the partition.
 type Range struct {
 	Off, Len int64
-}
-
-// UsedRanger is implemented by volumes that can tell which bytes hold data
-// or metadata. Everything outside the returned ranges may be skipped on
-// capture and read back as zeros. Ranges are sorted, non-overlapping, and
-// always include the filesystem's own metadata (superblocks, boot sectors,
-// tables, journals).
-type UsedRanger interface {
-	UsedRanges() ([]Range, error)
-}
-
-// Filesystem is a read-only file tree, in the spirit of io/fs. Names are
-// io/fs paths: slash-separated, unrooted, "." is the root.
-//
-// Open follows symlinks (absolute targets resolve against the root of this
-// filesystem, never the host); Lstat and ReadLink do not. Files returned by
-// Open implement File; directories implement fs.ReadDirFile.
-// FileInfo.Sys() returns *Stat.
-type Filesystem interface {
-	Volume
-	fs.FS
-	fs.StatFS
-	fs.ReadDirFS
-	fs.ReadLinkFS // Lstat, ReadLink
-	// Xattrs lists the extended attributes of name (not following a final
-	// symlink): full names such as "user.comment", "security.selinux".
-	Xattrs(name string) (map[string][]byte, error)
-}
-
-// File is an open regular file. ReadAt must not read the whole file into
-// memory; holes read as zeros.
-type File interface {
-	fs.File
-	io.ReaderAt
-}
-
-// Stat is FileInfo.Sys() for every driver.
-type Stat struct {
-	Ino          uint64
-	Nlink        uint32
-	Uid, Gid     uint32
-	Rdev         uint64 // device number for block/char devices
-	Atime, Ctime time.Time
-	Mtime        time.Time
-	Btime        time.Time // creation time, zero if unknown
-	Blocks       int64     // allocated bytes / 512, for sparse files
 }
 
 // Probe tries each driver in order and returns the first volume that opens.

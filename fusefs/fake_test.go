@@ -22,7 +22,10 @@ type fakeFS struct {
 	readDirs atomic.Int64
 }
 
-var _ fsdrivers.Filesystem = (*fakeFS)(nil)
+var (
+	_ fsdrivers.Filesystem = (*fakeFS)(nil)
+	_ fsdrivers.XattrFS    = (*fakeFS)(nil)
+)
 
 func (f *fakeFS) Type() string  { return "fake" }
 func (f *fakeFS) UUID() string  { return "" }

@@ -21,6 +21,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"golang.org/x/sys/unix"
 
+	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fsdrivers/ext4"
 )
 
@@ -130,7 +131,7 @@ func TestMountTree(t *testing.T) {
 		if fi.Mode().IsRegular() && st.Size != fi.Size() {
 			t.Errorf("%s: size %d, want %d", p, st.Size, fi.Size())
 		}
-		if s := statOf(fi); s != nil {
+		if s := fsdrivers.StatOf(fi); s != nil {
 			if st.Uid != s.Uid || st.Gid != s.Gid || st.Nlink != uint64(s.Nlink) {
 				t.Errorf("%s: owner %d:%d nlink %d, want %d:%d %d", p, st.Uid, st.Gid, st.Nlink, s.Uid, s.Gid, s.Nlink)
 			}
@@ -156,7 +157,7 @@ func TestMountTree(t *testing.T) {
 		}
 		switch {
 		case fi.Mode()&fs.ModeSymlink != 0:
-			want, _ := fsys.ReadLink(p)
+			want, _ := fs.ReadLink(fsys, p)
 			if got, err := os.Readlink(host); got != want {
 				t.Errorf("%s: link %q (%v), want %q", p, got, err, want)
 			}

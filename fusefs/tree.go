@@ -65,15 +65,8 @@ var (
 	_ = (fs.NodeStatfser)((*node)(nil))
 )
 
-func statOf(fi iofs.FileInfo) *fsdrivers.Stat {
-	if st, ok := fi.Sys().(*fsdrivers.Stat); ok && st != nil {
-		return st
-	}
-	return nil
-}
-
 func inoOf(fi iofs.FileInfo) uint64 {
-	if st := statOf(fi); st != nil {
+	if st := fsdrivers.StatOf(fi); st != nil {
 		return st.Ino
 	}
 	return 0
@@ -117,7 +110,7 @@ func fillAttr(out *fuse.Attr, fi iofs.FileInfo) {
 	out.Nlink = 1
 	mt := fi.ModTime()
 	at, ct := mt, mt
-	if st := statOf(fi); st != nil {
+	if st := fsdrivers.StatOf(fi); st != nil {
 		out.Nlink = st.Nlink
 		out.Uid, out.Gid = st.Uid, st.Gid
 		out.Rdev = uint32(st.Rdev)
@@ -193,7 +186,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	t, err := n.tree.fsys.ReadLink(n.path)
+	t, err := iofs.ReadLink(n.tree.fsys, n.path)
 	if err != nil {
 		return nil, n.tree.log.errno("readlink", n.tree.display(n.path), err)
 	}
@@ -255,7 +248,7 @@ func (n *node) loadXattrs() (map[string][]byte, error) {
 	n.xmu.Lock()
 	defer n.xmu.Unlock()
 	if n.xattrs == nil && n.xerr == nil {
-		n.xattrs, n.xerr = n.tree.fsys.Xattrs(n.path)
+		n.xattrs, n.xerr = fsdrivers.Xattrs(n.tree.fsys, n.path)
 		if n.xattrs == nil && n.xerr == nil {
 			n.xattrs = map[string][]byte{}
 		}
@@ -379,7 +372,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	d.idx++
 	de := &fuse.DirEntry{Name: e.Name(), Off: uint64(d.idx), Mode: unixMode(e.Type())}
 	d.lastName, d.lastFI = e.Name(), nil
-	if fi, err := e.Info(); err == nil && statOf(fi) != nil {
+	if fi, err := e.Info(); err == nil && fsdrivers.StatOf(fi) != nil {
 		d.lastFI = fi
 		de.Ino = treeIno(d.n.tree.part, inoOf(fi))
 		de.Mode = unixMode(fi.Mode())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sync"
 
 	"github.com/dimg-project/dimg/fsdrivers"
@@ -151,7 +152,8 @@ var _ fsdrivers.Driver = Driver{}
 func (Driver) Name() string { return "ext4" }
 
 // Open reads and checks the superblock. The returned *Volume also
-// implements fsdrivers.UsedRanger and fsdrivers.Filesystem.
+// implements fsdrivers.UsedRanger, Warner, Filesystem and XattrFS, and
+// fs.ReadLinkFS.
 func (Driver) Open(r io.ReaderAt, size int64) (fsdrivers.Volume, error) {
 	v, err := Open(r, size)
 	if err != nil {
@@ -190,7 +192,10 @@ type Volume struct {
 var (
 	_ fsdrivers.Volume     = (*Volume)(nil)
 	_ fsdrivers.UsedRanger = (*Volume)(nil)
+	_ fsdrivers.Warner     = (*Volume)(nil)
 	_ fsdrivers.Filesystem = (*Volume)(nil)
+	_ fs.ReadLinkFS        = (*Volume)(nil)
+	_ fsdrivers.XattrFS    = (*Volume)(nil)
 )
 
 // metaCacheBytes bounds the raw metadata block cache; with 4 KiB blocks that

@@ -321,20 +321,13 @@ func (x *extractor) warn(key, msg string, args ...any) {
 	x.opt.Logger.Warn(msg, args...)
 }
 
-func statOf(fi fs.FileInfo) *fsdrivers.Stat {
-	if st, ok := fi.Sys().(*fsdrivers.Stat); ok && st != nil {
-		return st
-	}
-	return nil
-}
-
 // entry creates name in the directory dirfd (whose path below x.top is
 // dir) from the source entry src described by fi.
 func (x *extractor) entry(dirfd int, dir []string, name, src string, fi fs.FileInfo, depth int, up *ancestors) {
 	if x.stopped() {
 		return
 	}
-	st := statOf(fi)
+	st := fsdrivers.StatOf(fi)
 	mode := fi.Mode()
 	size := int64(0)
 	if mode.IsRegular() {
@@ -419,7 +412,7 @@ func (x *extractor) dir(dirfd int, dir []string, name, src string, fi fs.FileInf
 	if depth >= MaxDepth {
 		return fmt.Errorf("%w: deeper than %d levels", ErrLoop, MaxDepth)
 	}
-	if st := statOf(fi); st != nil && st.Ino != 0 && up.has(st.Ino) {
+	if st := fsdrivers.StatOf(fi); st != nil && st.Ino != 0 && up.has(st.Ino) {
 		return fmt.Errorf("%w: directory contains its own ancestor (inode %d)", ErrLoop, st.Ino)
 	}
 	err := unix.Mkdirat(dirfd, name, 0o700)
@@ -487,7 +480,7 @@ func (a *ancestors) has(ino uint64) bool {
 
 // children extracts the entries of the source directory src into fd.
 func (x *extractor) children(fd int, dir []string, src string, fi fs.FileInfo, depth int, up *ancestors) {
-	if st := statOf(fi); st != nil && st.Ino != 0 {
+	if st := fsdrivers.StatOf(fi); st != nil && st.Ino != 0 {
 		up = &ancestors{ino: st.Ino, next: up}
 	}
 	ents, err := x.fsys.ReadDir(src)
@@ -538,7 +531,7 @@ func (x *extractor) file(dirfd int, name, src string, fi fs.FileInfo) error {
 	out := os.NewFile(uintptr(fd), name)
 	defer out.Close()
 
-	st := statOf(fi)
+	st := fsdrivers.StatOf(fi)
 	sparse := st != nil && st.Blocks*512 < fi.Size()
 	if err := x.copy(out, f, fi.Size(), sparse); err != nil {
 		// Leave no file whose end silently differs from the image's.
@@ -625,7 +618,7 @@ var zeroBlock [sparseBlock]byte
 func allZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
 
 func (x *extractor) symlink(dirfd int, name, src string, fi fs.FileInfo) error {
-	target, err := x.fsys.ReadLink(src)
+	target, err := fs.ReadLink(x.fsys, src)
 	if err != nil {
 		return err
 	}
@@ -643,7 +636,7 @@ func (x *extractor) symlink(dirfd int, name, src string, fi fs.FileInfo) error {
 
 func (x *extractor) special(dirfd int, name, src string, fi fs.FileInfo) error {
 	mode := fi.Mode()
-	st := statOf(fi)
+	st := fsdrivers.StatOf(fi)
 	var rdev uint64
 	if st != nil {
 		rdev = st.Rdev
@@ -711,7 +704,7 @@ func (x *extractor) openBelowTop(dir []string) (int, error) {
 // meta applies xattrs, owner, mode and times to name in dirfd. fd is an
 // open descriptor of it (files and directories) or -1.
 func (x *extractor) meta(dirfd int, name string, fd int, src string, fi fs.FileInfo) error {
-	st := statOf(fi)
+	st := fsdrivers.StatOf(fi)
 	if !x.opt.NoXattrs {
 		x.xattrs(dirfd, name, fd, src)
 	}
@@ -763,7 +756,7 @@ func timespec(t time.Time) unix.Timespec {
 // xattrs copies extended attributes. Failures are not entry errors: the host
 // filesystem may not support them, or only root may set a namespace.
 func (x *extractor) xattrs(dirfd int, name string, fd int, src string) {
-	attrs, err := x.fsys.Xattrs(src)
+	attrs, err := fsdrivers.Xattrs(x.fsys, src)
 	if err != nil {
 		x.warn("xattr-read:"+src, "extract: cannot read extended attributes", "path", src, "err", err)
 		return

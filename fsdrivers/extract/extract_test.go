@@ -89,7 +89,7 @@ func checkTree(t *testing.T, fsys fsdrivers.Filesystem, src, dir string, skip ..
 		if m&fs.ModeSymlink == 0 && hfi.Mode() != m {
 			t.Errorf("%s: mode %v, want %v", p, hfi.Mode(), m)
 		}
-		st := statOf(fi)
+		st := fsdrivers.StatOf(fi)
 		if st != nil {
 			if isRoot() && (hst.Uid != st.Uid || hst.Gid != st.Gid) {
 				t.Errorf("%s: owner %d:%d, want %d:%d", p, hst.Uid, hst.Gid, st.Uid, st.Gid)
@@ -144,13 +144,13 @@ func checkTree(t *testing.T, fsys fsdrivers.Filesystem, src, dir string, skip ..
 				t.Errorf("%s: content differs (%d vs %d bytes)", p, len(got), len(want))
 			}
 		case m&fs.ModeSymlink != 0:
-			want, _ := fsys.ReadLink(p)
+			want, _ := fs.ReadLink(fsys, p)
 			got, err := os.Readlink(host)
 			if err != nil || got != want {
 				t.Errorf("%s: link %q (%v), want %q", p, got, err, want)
 			}
 		}
-		xa, _ := fsys.Xattrs(p)
+		xa, _ := fsdrivers.Xattrs(fsys, p)
 		for k, v := range xa {
 			buf := make([]byte, 256)
 			n, err := unix.Lgetxattr(host, k, buf)

@@ -21,7 +21,11 @@ type fakeFS struct {
 	lstat map[string]fs.FileInfo
 }
 
-var _ fsdrivers.Filesystem = (*fakeFS)(nil)
+var (
+	_ fsdrivers.Filesystem = (*fakeFS)(nil)
+	_ fs.ReadLinkFS        = (*fakeFS)(nil)
+	_ fsdrivers.XattrFS    = (*fakeFS)(nil)
+)
 
 func (f *fakeFS) Type() string  { return "fake" }
 func (f *fakeFS) UUID() string  { return "" }

@@ -91,14 +91,14 @@ func NewEntry(fsys fsdrivers.Filesystem, p string, fi fs.FileInfo) Entry {
 	if p == "." {
 		e.Name = "/"
 	}
-	if st := statOf(fi); st != nil {
+	if st := fsdrivers.StatOf(fi); st != nil {
 		e.Uid, e.Gid, e.Ino, e.Nlink, e.Rdev = st.Uid, st.Gid, st.Ino, st.Nlink, st.Rdev
 		if !st.Mtime.IsZero() {
 			e.Mtime = st.Mtime
 		}
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		t, err := fsys.ReadLink(p)
+		t, err := fs.ReadLink(fsys, p)
 		if err != nil {
 			e.Error = err.Error()
 		}
@@ -150,7 +150,7 @@ func walk(ctx context.Context, fsys fsdrivers.Filesystem, p string, fi fs.FileIn
 	if depth >= MaxDepth {
 		return fn(p, fi, fmt.Errorf("%w: deeper than %d levels", ErrLoop, MaxDepth))
 	}
-	if st := statOf(fi); st != nil && st.Ino != 0 {
+	if st := fsdrivers.StatOf(fi); st != nil && st.Ino != 0 {
 		if up.has(st.Ino) {
 			return fn(p, fi, fmt.Errorf("%w: directory contains its own ancestor (inode %d)", ErrLoop, st.Ino))
 		}

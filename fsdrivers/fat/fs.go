@@ -14,10 +14,6 @@ import (
 	"github.com/dimg-project/dimg/fsdrivers"
 )
 
-// ErrNoSymlinks is returned (inside a *fs.PathError) by ReadLink: FAT has
-// no symbolic links.
-var ErrNoSymlinks = errors.New("fat: no symbolic links in FAT")
-
 // errNotDir / errIsDir are the io/fs-style reasons for using a file as a
 // directory and the other way round.
 var (
@@ -93,7 +89,8 @@ func (v *Volume) Open(name string) (fs.File, error) {
 // Stat describes the named file.
 func (v *Volume) Stat(name string) (fs.FileInfo, error) { return v.stat("stat", name) }
 
-// Lstat is Stat: FAT has no symbolic links.
+// Lstat is Stat: FAT has no symbolic links (so Volume implements neither
+// fs.ReadLinkFS nor fsdrivers.XattrFS).
 func (v *Volume) Lstat(name string) (fs.FileInfo, error) { return v.stat("lstat", name) }
 
 func (v *Volume) stat(op, name string) (fs.FileInfo, error) {
@@ -127,24 +124,6 @@ func (v *Volume) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	slices.SortFunc(out, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
 	return out, nil
-}
-
-// ReadLink always fails: FAT has no symbolic links. The error wraps
-// ErrNoSymlinks and fs.ErrInvalid (what readlink(2) says of a regular
-// file), or the lookup error when name does not exist.
-func (v *Volume) ReadLink(name string) (string, error) {
-	if _, err := v.lookup("readlink", name); err != nil {
-		return "", err
-	}
-	return "", &fs.PathError{Op: "readlink", Path: name, Err: fmt.Errorf("%w: %w", ErrNoSymlinks, fs.ErrInvalid)}
-}
-
-// Xattrs returns an empty map: FAT has no extended attributes.
-func (v *Volume) Xattrs(name string) (map[string][]byte, error) {
-	if _, err := v.lookup("xattrs", name); err != nil {
-		return nil, err
-	}
-	return map[string][]byte{}, nil
 }
 
 // info builds the FileInfo of d. A directory's size is the bytes of its

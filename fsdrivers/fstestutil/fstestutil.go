@@ -135,7 +135,7 @@ func compareEntry(t testing.TB, fsys fsdrivers.Filesystem, hostPath, rel string,
 	switch {
 	case hfi.Mode()&fs.ModeSymlink != 0:
 		want, err1 := os.Readlink(hostPath)
-		got, err2 := fsys.ReadLink(rel)
+		got, err2 := fs.ReadLink(fsys, rel)
 		if err1 != nil || err2 != nil || got != want {
 			t.Errorf("%s: ReadLink %q (%v), host %q (%v)", rel, got, err2, want, err1)
 		}
@@ -331,7 +331,7 @@ func compareXattrs(t testing.TB, fsys fsdrivers.Filesystem, hostPath, rel string
 		t.Errorf("%s: host xattrs: %v", rel, err)
 		return
 	}
-	got, err := fsys.Xattrs(rel)
+	got, err := fsdrivers.Xattrs(fsys, rel)
 	if err != nil {
 		t.Errorf("%s: Xattrs: %v", rel, err)
 		return

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"sync"
 
 	"github.com/dimg-project/dimg/fsdrivers"
@@ -73,6 +74,8 @@ type Volume struct {
 var (
 	_ fsdrivers.UsedRanger = (*Volume)(nil)
 	_ fsdrivers.Filesystem = (*Volume)(nil)
+	_ fs.ReadLinkFS        = (*Volume)(nil)
+	_ fsdrivers.XattrFS    = (*Volume)(nil)
 )
 
 // Type implements fsdrivers.Volume.

@@ -8,6 +8,7 @@
 //     label there (struct swap_header_v1_2 in the kernel, at byte 1024).
 //
 // Everything after the first page is swapped-out memory, meaningless once
-// the system is down, so UsedRanges returns only the first page: capture
-// stores the header and restore leaves the rest zero.
+// the system is down: the volume implements fsdrivers.HeaderOnly, whose
+// HeaderRanges is the first page alone. Capture stores the header ("header"
+// copy mode) and restore leaves the rest zero.
 package swap

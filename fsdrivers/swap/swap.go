@@ -75,7 +75,7 @@ type Volume struct {
 	uuid, label string
 }
 
-var _ fsdrivers.UsedRanger = (*Volume)(nil)
+var _ fsdrivers.HeaderOnly = (*Volume)(nil)
 
 // Type implements fsdrivers.Volume.
 func (*Volume) Type() string { return "swap" }
@@ -92,9 +92,9 @@ func (v *Volume) PageSize() int64 { return v.pageSize }
 // Version is the swap format version: 1, or 0 for "SWAP-SPACE".
 func (v *Volume) Version() int { return v.version }
 
-// UsedRanges returns the first page only: the rest is swapped-out memory
+// HeaderRanges returns the first page only: the rest is swapped-out memory
 // that no one will read again.
-func (v *Volume) UsedRanges() ([]fsdrivers.Range, error) {
+func (v *Volume) HeaderRanges() ([]fsdrivers.Range, error) {
 	return []fsdrivers.Range{{Off: 0, Len: v.pageSize}}, nil
 }
 

@@ -70,11 +70,11 @@ func TestMkswap(t *testing.T) {
 			if v.Type() != want["TYPE"] || v.UUID() != want["UUID"] || v.Label() != want["LABEL"] {
 				t.Errorf("type %q uuid %q label %q; blkid %q %q %q", v.Type(), v.UUID(), v.Label(), want["TYPE"], want["UUID"], want["LABEL"])
 			}
-			rs, err := v.(fsdrivers.UsedRanger).UsedRanges()
+			rs, err := v.(fsdrivers.HeaderOnly).HeaderRanges()
 			if err != nil || len(rs) != 1 || rs[0] != (fsdrivers.Range{Off: 0, Len: c.pageSize}) {
-				t.Errorf("used ranges %v, %v", rs, err)
+				t.Errorf("header ranges %v, %v", rs, err)
 			}
-			// Oracle for UsedRanges: the first page alone, in an otherwise
+			// Oracle for HeaderRanges: the first page alone, in an otherwise
 			// zero area, is still the same swap area to blkid.
 			only := make([]byte, len(disk))
 			copy(only, disk[:c.pageSize])
@@ -140,7 +140,7 @@ func FuzzOpen(f *testing.F) {
 		if err != nil {
 			return
 		}
-		rs, _ := v.(fsdrivers.UsedRanger).UsedRanges()
+		rs, _ := v.(fsdrivers.HeaderOnly).HeaderRanges()
 		if len(rs) != 1 || rs[0].Len > int64(len(disk)) {
 			t.Fatalf("ranges %v on %d bytes", rs, len(disk))
 		}
