@@ -4,7 +4,7 @@
 #   image, piped into `dimg restore --verify` (the same end result: a verified
 #   target) and into a plain file (transport only),  vs  three unicast
 #   `curl | dimg restore --verify` over TCP,
-# with 0% and BENCH_MC_LOSS% random loss, in the netns lab (../shared/netns-lab.sh)
+# with 0% and BENCH_MC_LOSS% random loss, in the netns lab (scripts/netns-lab.sh)
 # with every link shaped to BENCH_MC_RATE, well below what the 2 cores can push,
 # so the comparison measures the protocols rather than the CPU.
 #
@@ -17,7 +17,7 @@
 # Environment: BENCH_DIR (build/bench), BENCH_MC_DISK (a raw disk; default: the
 # disk bench.sh generates, made here the same way if missing: BENCH_SIZE=6G
 # with BENCH_BYTES=2G of files), BENCH_MC_RATE (200mbit), BENCH_MC_LOSS (0.5),
-# BENCH_MC_PREFIX (mcb), NETNS_LAB (../shared/netns-lab.sh), BENCH_MC_QUICK=1
+# BENCH_MC_PREFIX (mcb), NETNS_LAB (scripts/netns-lab.sh), BENCH_MC_QUICK=1
 # (skip the transport-only and unicast rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,7 @@ M=$B/mc
 RATE=${BENCH_MC_RATE:-200mbit}
 LOSS=${BENCH_MC_LOSS:-0.5}
 P=${BENCH_MC_PREFIX:-mcb}
-LAB=${NETNS_LAB:-$PWD/../shared/netns-lab.sh}
+LAB=${NETNS_LAB:-$PWD/scripts/netns-lab.sh}
 DISK=${BENCH_MC_DISK:-$B/disk.img}
 mkdir -p "$M"
 M=$(cd "$M" && pwd)

@@ -206,3 +206,19 @@ func loopbackOK(t testing.TB) {
 	}
 	c.Close()
 }
+
+// awaitTimeout bounds every wait of a test on a goroutine it started.
+const awaitTimeout = 90 * time.Second
+
+// await receives from ch, failing the test (instead of hanging the suite)
+// when nothing arrives within awaitTimeout.
+func await[T any](t testing.TB, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(awaitTimeout):
+		t.Fatalf("%s: nothing after %v", what, awaitTimeout)
+	}
+	panic("unreachable")
+}

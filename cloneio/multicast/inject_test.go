@@ -132,7 +132,13 @@ func TestLoopbackInjection(t *testing.T) {
 					a, _ = parseAnnounce(h, body)
 				}
 			}
-			<-joined
+			select {
+			case <-joined:
+			case err := <-sendDone:
+				t.Fatalf("send ended before the receiver joined: %v", err)
+			case <-time.After(awaitTimeout):
+				t.Fatal("the receiver never joined")
+			}
 			fg := newForgery(t, fx.img, a)
 			var batches [][][]byte
 			wrongTag := h.digestTag
@@ -167,14 +173,14 @@ func TestLoopbackInjection(t *testing.T) {
 				r, err := Receive(ctx, late, ReceiveOptions{Group: grp, Port: port, Interface: "lo", Key: tc.key, Wait: 20 * time.Second})
 				lateOut <- rxOut{r, err}
 			}()
-			if err := <-sendDone; err != nil {
+			if err := await(t, "send", sendDone); err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			o := <-outs[0]
+			o := await(t, "receiver", outs[0])
 			if o.err != nil || !o.res.OK {
 				t.Fatalf("receiver: %v %+v", o.err, o.res)
 			}
-			if l := <-lateOut; l.err != nil {
+			if l := await(t, "second receiver", lateOut); l.err != nil {
 				t.Fatalf("second receiver: %v", l.err)
 			}
 			sameFile(t, fx.disk, targets[0])

@@ -20,7 +20,7 @@ import (
 
 // The lab tests run sender and receivers as separate processes (this test
 // binary re-executed as TestLabHelper) inside network namespaces built by
-// ../shared/netns-lab.sh: a sender and N receivers on a bridge with no
+// scripts/netns-lab.sh: a sender and N receivers on a bridge with no
 // uplink, optionally with loss (nftables) and rate limits (tbf). The whole
 // harness runs under `unshare -n`, so a command accidentally run outside
 // `ip netns exec` sees only lo and can never reach a real network.
@@ -28,7 +28,7 @@ import (
 const (
 	envInNetns = "DIMG_MCAST_UNSHARED"
 	envHelper  = "DIMG_MCAST_HELPER"
-	envLab     = "DIMG_NETNS_LAB" // path of netns-lab.sh (default ../shared/netns-lab.sh from the module root)
+	envLab     = "DIMG_NETNS_LAB" // path of netns-lab.sh (default scripts/netns-lab.sh of the module)
 )
 
 func labScript(t *testing.T) string {
@@ -41,7 +41,7 @@ func labScript(t *testing.T) string {
 	}
 	for d := dir; d != "/"; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			return filepath.Join(d, "..", "shared", "netns-lab.sh")
+			return filepath.Join(d, "scripts", "netns-lab.sh")
 		}
 	}
 	return ""

@@ -64,7 +64,7 @@ func TestLoopbackDeploy(t *testing.T) {
 				t.Fatalf("send: %v (%+v)", err, res)
 			}
 			for i, ch := range outs {
-				o := <-ch
+				o := await(t, "receiver", ch)
 				if o.err != nil {
 					t.Fatalf("receiver %d: %v", i, o.err)
 				}
@@ -161,7 +161,7 @@ func TestLoopbackLoss(t *testing.T) {
 				t.Fatalf("send: %v", err)
 			}
 			for i, ch := range outs {
-				o := <-ch
+				o := await(t, "receiver", ch)
 				if o.err != nil || !o.res.OK {
 					t.Fatalf("receiver %d: %v %+v", i, o.err, o.res)
 				}
@@ -230,12 +230,12 @@ func TestLoopbackLateJoiner(t *testing.T) {
 				t.Fatalf("send: %v", err)
 			}
 			for i, ch := range outs {
-				if o := <-ch; o.err != nil {
+				if o := await(t, "receiver", ch); o.err != nil {
 					t.Fatalf("receiver %d: %v", i, o.err)
 				}
 				sameFile(t, fx.disk, targets[i])
 			}
-			o := <-lateOut
+			o := await(t, "late receiver", lateOut)
 			if o.err != nil {
 				t.Fatalf("late receiver: %v", o.err)
 			}
@@ -287,11 +287,11 @@ func TestLoopbackKilledReceiver(t *testing.T) {
 	if !errors.Is(err, ErrPartial) {
 		t.Fatalf("send: err = %v, want ErrPartial", err)
 	}
-	if o := <-killed; !errors.Is(o.err, context.Canceled) {
+	if o := await(t, "victim", killed); !errors.Is(o.err, context.Canceled) {
 		t.Fatalf("victim: %v", o.err)
 	}
 	for i, ch := range outs {
-		if o := <-ch; o.err != nil {
+		if o := await(t, "receiver", ch); o.err != nil {
 			t.Fatalf("receiver %d: %v", i, o.err)
 		}
 		sameFile(t, fx.disk, targets[i])

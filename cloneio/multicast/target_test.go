@@ -56,7 +56,7 @@ func TestLoopbackBlockDevice(t *testing.T) {
 	if _, err := Send(ctx, fx.img, SendOptions{Group: grp, Port: port, Interface: "lo", MaxWait: 20 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	if o := <-out; o.err != nil {
+	if o := await(t, "receiver", out); o.err != nil {
 		t.Fatal(o.err)
 	}
 
@@ -114,7 +114,7 @@ func TestLoopbackForce(t *testing.T) {
 			out <- rxOut{r, err}
 		}()
 		_, serr := Send(ctx, fx.img, SendOptions{Group: grp, Port: port, Interface: "lo", MaxWait: 2 * time.Second})
-		o := <-out
+		o := await(t, "receiver", out)
 		cancel()
 		if !force {
 			if o.err == nil || !strings.Contains(o.err.Error(), "exists") {

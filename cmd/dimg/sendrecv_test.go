@@ -2,12 +2,66 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
+
+// sendRecvTimeout bounds a whole send/receive session in these tests: a
+// session that hangs fails the test instead of the suite's timeout.
+const sendRecvTimeout = 2 * time.Minute
+
+// dimgResult is how a dimg process started in the background ended.
+type dimgResult struct {
+	code int
+	out  string // stdout and stderr
+	err  error  // the process could not be run
+}
+
+// startDimg runs dimg in the background until it exits or ctx ends (it is
+// then killed); the result arrives on the channel. Nothing in it touches
+// t, so it is safe from any goroutine.
+func startDimg(ctx context.Context, args ...string) <-chan dimgResult {
+	ch := make(chan dimgResult, 1)
+	cmd := exec.CommandContext(ctx, dimgBin, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		ch <- dimgResult{err: err}
+		return ch
+	}
+	go func() {
+		err := cmd.Wait()
+		res := dimgResult{out: out.String()}
+		var ee *exec.ExitError
+		switch {
+		case ctx.Err() != nil:
+			res.err = fmt.Errorf("killed after %v: %w", sendRecvTimeout, ctx.Err())
+		case errors.As(err, &ee):
+			res.code = ee.ExitCode()
+		case err != nil:
+			res.err = err
+		}
+		ch <- res
+	}()
+	return ch
+}
+
+// waitDimg waits for a background dimg; the context given to startDimg
+// bounds the wait.
+func waitDimg(t *testing.T, what string, ch <-chan dimgResult) dimgResult {
+	t.Helper()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("%s: %v\n%s", what, r.err, r.out)
+	}
+	return r
+}
 
 // TestSendReceiveCLI deploys an image over multicast on loopback through
 // the command line, two receivers at once: each target equals `dimg
@@ -20,39 +74,29 @@ func TestSendReceiveCLI(t *testing.T) {
 	ref := filepath.Join(dir, "ref.img")
 	mustRun(t, "restore", "-q", img, ref)
 
+	ctx, cancel := context.WithTimeout(context.Background(), sendRecvTimeout)
+	defer cancel()
 	port := fmt.Sprint(42000 + int(fileSum(t, img)[0])) // a port unlikely to collide with other runs
-	send := exec.Command(dimgBin, "send", "--interface", "lo", "--port", port, "--min-receivers", "2",
+	send := startDimg(ctx, "send", "--interface", "lo", "--port", port, "--min-receivers", "2",
 		"--max-wait", "20s", "--max-rate", "400M", img)
-	var sendOut bytes.Buffer
-	send.Stdout, send.Stderr = &sendOut, &sendOut
-	if err := send.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer send.Process.Kill()
-	type result struct {
-		code int
-		out  string
-	}
-	done := make(chan result, 2)
+	var rxs []<-chan dimgResult
 	for i := range 2 {
-		go func() {
-			target := filepath.Join(dir, fmt.Sprintf("rx%d.img", i))
-			out, errs, code := run(t, nil, "receive", "-q", "--interface", "lo", "--port", port, target)
-			done <- result{code, out + errs}
-		}()
+		target := filepath.Join(dir, fmt.Sprintf("rx%d.img", i))
+		rxs = append(rxs, startDimg(ctx, "receive", "-q", "--interface", "lo", "--port", port, "--wait", "60s", target))
 	}
-	for range 2 {
-		if r := <-done; r.code != 0 {
+	for i, ch := range rxs {
+		if r := waitDimg(t, fmt.Sprintf("receiver %d", i), ch); r.code != 0 {
 			t.Fatalf("receive: exit %d: %s", r.code, r.out)
 		}
 	}
-	if err := send.Wait(); err != nil {
-		t.Fatalf("send: %v\n%s", err, sendOut.String())
+	s := waitDimg(t, "send", send)
+	if s.code != 0 {
+		t.Fatalf("send: exit %d\n%s", s.code, s.out)
 	}
 	for i := range 2 {
 		sameFiles(t, ref, filepath.Join(dir, fmt.Sprintf("rx%d.img", i)))
 	}
-	if n := strings.Count(sendOut.String(), " ok "); n < 2 {
-		t.Fatalf("sender summary lists %d successful receivers:\n%s", n, sendOut.String())
+	if n := strings.Count(s.out, " ok "); n < 2 {
+		t.Fatalf("sender summary lists %d successful receivers:\n%s", n, s.out)
 	}
 }
