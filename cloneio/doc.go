@@ -1,5 +1,7 @@
 // Package cloneio moves disk contents: capture (disk → image), restore
-// (image → disk) and clone (disk → disk), as pipelines of chunks.
+// (image → disk) and clone (disk → disk), as pipelines of chunks. Its
+// subpackages move data too: multicast (send/receive an image), extract
+// (files out of an image's filesystems onto the host).
 //
 // Vocabulary:
 //   - Device: an opened source or target, a block device or a regular file,

@@ -7,7 +7,6 @@ import (
 	"io"
 	iofs "io/fs"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,10 +157,8 @@ func joinPath(dir, name string) string {
 
 // validName reports whether a name from the image can be shown: the kernel
 // rejects a whole directory listing holding "/" in a name, and "", "." and
-// ".." would alias other entries.
-func validName(name string) bool {
-	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00") && len(name) <= 255
-}
+// ".." would alias other entries (fsdrivers.CheckName's rules).
+func validName(name string) bool { return fsdrivers.CheckName(name) == nil }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if !validName(name) {

@@ -20,9 +20,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/dimg-project/dimg/cloneio/extract"
 	"github.com/dimg-project/dimg/fsdrivers"
 	fsdisk "github.com/dimg-project/dimg/fsdrivers/disk"
-	"github.com/dimg-project/dimg/fsdrivers/extract"
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
@@ -190,7 +190,7 @@ func (o *openedImage) resolve(spec string) (*fsdisk.Part, fsdrivers.Filesystem, 
 		return nil, nil, "", fmt.Errorf("partition %d holds no files dimg can read (%s); partitions: %s",
 			part.Number, why, o.partitionList())
 	}
-	fp, err := extract.CleanPath(p)
+	fp, err := fsdrivers.CleanPath(p)
 	if err != nil {
 		return nil, nil, "", usagef("%s: %v", spec, err)
 	}

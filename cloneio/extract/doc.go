@@ -3,7 +3,7 @@
 //
 // Vocabulary:
 //   - source path: an io/fs path inside the filesystem ("." is its root);
-//     CleanPath turns a user's "/etc/fstab" into "etc/fstab".
+//     fsdrivers.CleanPath turns a user's "/etc/fstab" into "etc/fstab".
 //   - dest: the host path the user names. When it is an existing directory
 //     the source goes inside it under its own name (as cp does); extracting
 //     the root "." fills dest itself.
@@ -13,11 +13,15 @@
 //     made safe for corrupt trees (unsafe names reported, loops and depth
 //     bounded), and a JSON-ready description of one file.
 //
+// It sits at the cloneio floor, not beside the drivers, because it writes to
+// the host (files, chown, mknod, xattrs); the drivers only read.
+//
 // Safety: an image is hostile input. Every name is checked to be one path
-// component ("", ".", "..", names with "/" or NUL are refused), every file
-// is created relative to an open directory descriptor with O_NOFOLLOW and
-// O_EXCL (openat-style), so no symlink — from the image or already on the
-// host inside dest — is ever traversed, and nothing is written outside dest.
+// component (fsdrivers.CheckName: "", ".", "..", names with "/" or NUL are
+// refused), every file is created relative to an open directory descriptor
+// with O_NOFOLLOW and O_EXCL (openat-style), so no symlink — from the image
+// or already on the host inside dest — is ever traversed, and nothing is
+// written outside dest.
 // Symlinks are recreated as links, never followed. Directory loops and
 // absurd depths in a corrupt filesystem end with an error, not a hang.
 //

@@ -122,7 +122,7 @@ type WalkFunc func(p string, fi fs.FileInfo, err error) error
 // contains its own ancestor is reported instead of entered, and the depth
 // is bounded by MaxDepth.
 func Walk(ctx context.Context, fsys fsdrivers.Filesystem, root string, fn WalkFunc) error {
-	root, err := CleanPath(root)
+	root, err := fsdrivers.CleanPath(root)
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func walk(ctx context.Context, fsys fsdrivers.Filesystem, p string, fi fs.FileIn
 	}
 	for _, e := range ents {
 		name := e.Name()
-		if err := checkName(name); err != nil {
+		if err := fsdrivers.CheckName(name); err != nil {
 			if err := fn(joinPath(p, strings.ToValidUTF8(name, "?")), nil, err); err != nil {
 				return skipDirOK(err)
 			}

@@ -19,10 +19,10 @@ import (
 	"github.com/dimg-project/dimg/fsdrivers"
 )
 
-// Sentinel errors; entry errors wrap one of them or the underlying cause.
+// Sentinel errors; entry errors wrap one of them, fsdrivers.ErrUnsafeName
+// (a name from the image is not a single safe component) or the
+// underlying cause.
 var (
-	// ErrUnsafeName: a name from the image is not a single safe component.
-	ErrUnsafeName = errors.New("extract: unsafe name")
 	// ErrExists: the destination exists and Options.Force is not set, or it
 	// is a directory that a non-directory would replace.
 	ErrExists = errors.New("extract: destination exists")
@@ -103,37 +103,6 @@ type EntryError struct {
 func (e *EntryError) Error() string { return fmt.Sprintf("%s: %v", e.Path, e.Err) }
 func (e *EntryError) Unwrap() error { return e.Err }
 
-// CleanPath turns a user's path inside a filesystem ("/", "/etc/", "etc//x")
-// into an io/fs path ("." for the root). It never returns a path above the
-// root: ".." at the top stays at the top, as in a chroot.
-func CleanPath(p string) (string, error) {
-	if strings.IndexByte(p, 0) >= 0 {
-		return "", fmt.Errorf("%w: path %q contains NUL", ErrUnsafeName, p)
-	}
-	c := strings.TrimPrefix(path.Clean("/"+p), "/")
-	if c == "" {
-		return ".", nil
-	}
-	if !fs.ValidPath(c) {
-		return "", fmt.Errorf("%w: path %q", ErrUnsafeName, p)
-	}
-	return c, nil
-}
-
-// checkName refuses a directory entry name that is not exactly one path
-// component the host would create as given.
-func checkName(name string) error {
-	switch {
-	case name == "", name == ".", name == "..":
-		return fmt.Errorf("%w: %q", ErrUnsafeName, name)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("%w: %q contains '/' or NUL", ErrUnsafeName, name)
-	case len(name) > 255:
-		return fmt.Errorf("%w: name of %d bytes", ErrUnsafeName, len(name))
-	}
-	return nil
-}
-
 // joinPath joins a checked name to an io/fs directory path.
 func joinPath(dir, name string) string {
 	if dir == "." {
@@ -167,7 +136,7 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 			x.protect = append(x.protect, [2]uint64{uint64(st.Dev), st.Ino})
 		}
 	}
-	src, err := CleanPath(src)
+	src, err := fsdrivers.CleanPath(src)
 	if err != nil {
 		return x.res, err
 	}
@@ -201,7 +170,7 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 	} else {
 		parent, base = filepath.Dir(dest), filepath.Base(dest)
 	}
-	if err := checkName(base); err != nil {
+	if err := fsdrivers.CheckName(base); err != nil {
 		return x.res, err
 	}
 	pfd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -494,12 +463,12 @@ func (x *extractor) children(fd int, dir []string, src string, fi fs.FileInfo, d
 			return
 		}
 		name := e.Name()
-		if err := checkName(name); err != nil {
+		if err := fsdrivers.CheckName(name); err != nil {
 			x.fail(joinPath(src, strings.ToValidUTF8(name, "?")), err)
 			continue
 		}
 		if seen[name] {
-			x.fail(joinPath(src, name), fmt.Errorf("%w: name appears twice in its directory", ErrUnsafeName))
+			x.fail(joinPath(src, name), fmt.Errorf("%w: name appears twice in its directory", fsdrivers.ErrUnsafeName))
 			continue
 		}
 		seen[name] = true
@@ -623,7 +592,7 @@ func (x *extractor) symlink(dirfd int, name, src string, fi fs.FileInfo) error {
 		return err
 	}
 	if target == "" || strings.IndexByte(target, 0) >= 0 || len(target) >= 4096 {
-		return fmt.Errorf("%w: symlink target %q", ErrUnsafeName, target)
+		return fmt.Errorf("%w: symlink target %q", fsdrivers.ErrUnsafeName, target)
 	}
 	// The link is created as it is in the image, absolute or relative:
 	// it is never followed here, so it cannot make us write outside dest.
