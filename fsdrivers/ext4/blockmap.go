@@ -129,20 +129,26 @@ func (v *Volume) parseExtNode(b []byte, where extLoc) (*extNode, error) {
 // extentNode returns the verified node in block blk, which must be at
 // depth want (so a pointer back up the tree, a loop, is caught).
 func (v *Volume) extentNode(ino *inode, blk uint64, want uint16) (*extNode, error) {
-	if n, ok := v.nodes.get(blk); ok && n.depth == want {
-		return n, nil
-	}
 	where := extLoc{ino.num, blk}
-	b := make([]byte, v.blockSize)
-	if err := v.readFull(b, int64(blk)<<v.blockBits); err != nil {
-		return nil, fmt.Errorf("ext4: read %s: %w", where, err)
-	}
-	n, err := v.parseExtNode(b, where)
+	n, err := v.nodes.Get(blk, func() (*extNode, error) { return v.loadExtNode(ino, where) })
 	if err != nil {
 		return nil, err
 	}
 	if n.depth != want {
 		return nil, corruptf("%s: depth %d where %d was expected (loop in extent tree?)", where, n.depth, want)
+	}
+	return n, nil
+}
+
+// loadExtNode reads, parses and checks the extent block at where.
+func (v *Volume) loadExtNode(ino *inode, where extLoc) (*extNode, error) {
+	b := make([]byte, v.blockSize)
+	if err := v.readFull(b, int64(where.blk)<<v.blockBits); err != nil {
+		return nil, fmt.Errorf("ext4: read %s: %w", where, err)
+	}
+	n, err := v.parseExtNode(b, where)
+	if err != nil {
+		return nil, err
 	}
 	if v.metaCsum {
 		// struct ext4_extent_tail follows eh_max entries.
@@ -155,7 +161,6 @@ func (v *Volume) extentNode(ino *inode, blk uint64, want uint16) (*extNode, erro
 			return nil, corruptf("%s: checksum %#08x, computed %#08x", where, want, got)
 		}
 	}
-	v.nodes.add(blk, n)
 	return n, nil
 }
 

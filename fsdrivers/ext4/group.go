@@ -42,15 +42,13 @@ func (v *Volume) readBlock(blk uint64) ([]byte, error) {
 	if blk >= v.sb.blocksCount {
 		return nil, corruptf("block %d beyond the %d blocks of the filesystem", blk, v.sb.blocksCount)
 	}
-	if b, ok := v.blocks.get(blk); ok {
+	return v.blocks.Get(blk, func() ([]byte, error) {
+		b := make([]byte, v.blockSize)
+		if err := v.readFull(b, int64(blk)<<v.blockBits); err != nil {
+			return nil, fmt.Errorf("ext4: read block %d: %w", blk, err)
+		}
 		return b, nil
-	}
-	b := make([]byte, v.blockSize)
-	if err := v.readFull(b, int64(blk)<<v.blockBits); err != nil {
-		return nil, fmt.Errorf("ext4: read block %d: %w", blk, err)
-	}
-	v.blocks.add(blk, b)
-	return b, nil
+	})
 }
 
 // superBlockNr is the block holding byte 1024 (the primary superblock).

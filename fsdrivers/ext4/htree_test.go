@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dimg-project/dimg/fsdrivers/fstestutil"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // hashNames are names that exercise every branch of the hashes: empty
@@ -225,9 +226,9 @@ func TestHtreeKernel20000(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, i := range []int{0, 1, 4999, 12345, 19999, 13} {
-		v.blocks = newLRU[uint64, []byte](1) // cold caches: count real reads
-		v.inodes = newLRU[uint32, *inode](1)
-		v.nodes = newLRU[uint64, *extNode](1)
+		v.blocks = lru.New[uint64, []byte](1) // cold caches: count real reads
+		v.inodes = lru.New[uint32, *inode](1)
+		v.nodes = lru.New[uint64, *extNode](1)
 		cr.n.Store(0)
 		if _, err := v.Stat("big/" + names[i]); err != nil {
 			t.Fatalf("Stat(big/%s): %v", names[i], err)

@@ -70,15 +70,13 @@ func (v *Volume) readInode(n uint32) (*inode, error) {
 	if n == 0 || n > v.sb.inodesCount {
 		return nil, corruptf("inode %d out of range 1-%d", n, v.sb.inodesCount)
 	}
-	if ino, ok := v.inodes.get(n); ok {
+	return v.inodes.Get(n, func() (*inode, error) {
+		ino, err := v.loadInode(n)
+		if err != nil {
+			return nil, fmt.Errorf("ext4: read inode %d: %w", n, err)
+		}
 		return ino, nil
-	}
-	ino, err := v.loadInode(n)
-	if err != nil {
-		return nil, fmt.Errorf("ext4: read inode %d: %w", n, err)
-	}
-	v.inodes.add(n, ino)
-	return ino, nil
+	})
 }
 
 func (v *Volume) loadInode(n uint32) (*inode, error) {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // ErrUnsupported is wrapped when the filesystem uses a feature this reader
@@ -181,9 +182,9 @@ type Volume struct {
 	groupCsum    bool   // group descriptor checksums (gdt_csum or metadata_csum): uninit flags are valid
 	unsupported  uint32 // incompat bits we do not understand
 
-	blocks *lru[uint64, []byte]   // raw metadata blocks
-	inodes *lru[uint32, *inode]   // parsed inodes
-	nodes  *lru[uint64, *extNode] // parsed, verified extent blocks
+	blocks *lru.Cache[uint64, []byte]   // raw metadata blocks
+	inodes *lru.Cache[uint32, *inode]   // parsed inodes
+	nodes  *lru.Cache[uint64, *extNode] // parsed, verified extent blocks
 
 	mu       sync.Mutex
 	warnings []string // from the last UsedRanges
@@ -226,9 +227,9 @@ func Open(r io.ReaderAt, size int64) (*Volume, error) {
 	if err := v.checkSuper(buf); err != nil {
 		return nil, err
 	}
-	v.blocks = newLRU[uint64, []byte](int(max(64, metaCacheBytes/v.blockSize)))
-	v.inodes = newLRU[uint32, *inode](inodeCacheSize)
-	v.nodes = newLRU[uint64, *extNode](nodeCacheSize)
+	v.blocks = lru.New[uint64, []byte](int(max(64, metaCacheBytes/v.blockSize)))
+	v.inodes = lru.New[uint32, *inode](inodeCacheSize)
+	v.nodes = lru.New[uint64, *extNode](nodeCacheSize)
 	return v, nil
 }
 

@@ -1,14 +1,13 @@
 package fat
 
 import (
-	"container/list"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"sort"
-	"sync"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // FAT32 tables are read in pages of fat32PageBytes and at most
@@ -28,15 +27,7 @@ type table struct {
 	off      int64 // byte offset of the active FAT
 	need     int64 // bytes holding entries 0..maxCluster
 	pageSize int64
-
-	mu    sync.Mutex // guards pages and lru
-	pages map[int64]*list.Element
-	lru   *list.List // of *fatPage, most recent first
-}
-
-type fatPage struct {
-	index int64
-	data  []byte
+	pages    *lru.Cache[int64, []byte] // page index -> its bytes
 }
 
 func newTable(r io.ReaderAt, g *geometry) *table {
@@ -45,8 +36,7 @@ func newTable(r io.ReaderAt, g *geometry) *table {
 		g:     g,
 		off:   g.fatOffset + int64(g.activeFAT)*g.fatBytes,
 		need:  g.fatNeed(),
-		pages: make(map[int64]*list.Element),
-		lru:   list.New(),
+		pages: lru.New[int64, []byte](fat32MaxPages),
 	}
 	t.pageSize = t.need
 	if g.bits == 32 {
@@ -57,34 +47,14 @@ func newTable(r io.ReaderAt, g *geometry) *table {
 
 // page returns page i, reading it on a miss. A failed read is not cached.
 func (t *table) page(i int64) ([]byte, error) {
-	t.mu.Lock()
-	if el, ok := t.pages[i]; ok {
-		t.lru.MoveToFront(el)
-		t.mu.Unlock()
-		return el.Value.(*fatPage).data, nil
-	}
-	t.mu.Unlock()
-
-	start := i * t.pageSize
-	n := min(t.pageSize, t.need-start)
-	data := make([]byte, n)
-	if err := readFull(t.r, data, t.off+start); err != nil {
-		return nil, fmt.Errorf("fat: read FAT at %d: %w", t.off+start, err)
-	}
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if el, ok := t.pages[i]; ok { // another reader won the race
-		t.lru.MoveToFront(el)
-		return el.Value.(*fatPage).data, nil
-	}
-	t.pages[i] = t.lru.PushFront(&fatPage{index: i, data: data})
-	for t.lru.Len() > fat32MaxPages {
-		old := t.lru.Back()
-		t.lru.Remove(old)
-		delete(t.pages, old.Value.(*fatPage).index)
-	}
-	return data, nil
+	return t.pages.Get(i, func() ([]byte, error) {
+		start := i * t.pageSize
+		data := make([]byte, min(t.pageSize, t.need-start))
+		if err := readFull(t.r, data, t.off+start); err != nil {
+			return nil, fmt.Errorf("fat: read FAT at %d: %w", t.off+start, err)
+		}
+		return data, nil
+	})
 }
 
 // entry returns the FAT entry of cluster c (0 ≤ c ≤ maxCluster), with the

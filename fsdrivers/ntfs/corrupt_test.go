@@ -2,7 +2,6 @@ package ntfs
 
 import (
 	"bytes"
-	"container/list"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // makeBare makes a fresh mkntfs volume in memory (no ntfs-3g needed).
@@ -172,8 +172,7 @@ func TestReadErrors(t *testing.T) {
 	v, err := Open(&failAfter{r: bytes.NewReader(clean), n: 1 << 40}, int64(len(clean)))
 	must(t, err)
 	v.r = &failAfter{r: bytes.NewReader(clean), n: 0}
-	v.cache = map[uint64]*list.Element{}
-	v.lru.Init()
+	v.records = lru.New[uint64, *record](recordCacheSize) // cold: every record read fails
 	if _, err := v.ReadDir("."); !errors.Is(err, errInjected) {
 		t.Errorf("ReadDir with a failing disk: %v", err)
 	}

@@ -1,7 +1,6 @@
 package ntfs
 
 import (
-	"container/list"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 var errCorrupt = fsdrivers.ErrCorrupt
@@ -39,7 +39,7 @@ func Open(r io.ReaderAt, size int64) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{r: r, size: size, boot: bs, cache: map[uint64]*list.Element{}, lru: list.New()}
+	v := &Volume{r: r, size: size, boot: bs, records: lru.New[uint64, *record](recordCacheSize)}
 	if err := v.loadMFT(); err != nil {
 		return nil, err
 	}
@@ -63,9 +63,7 @@ type Volume struct {
 	mft   *stream
 	label string
 
-	mu    sync.Mutex
-	cache map[uint64]*list.Element // record number -> *record in lru
-	lru   *list.List
+	records *lru.Cache[uint64, *record] // parsed MFT records by number
 
 	upcaseOnce sync.Once
 	upcase     []uint16 // nil if $UpCase is unreadable
@@ -148,40 +146,24 @@ const recordCacheSize = 2048
 
 // record reads MFT record n (cached).
 func (v *Volume) record(n uint64) (*record, error) {
-	v.mu.Lock()
-	if e, ok := v.cache[n]; ok {
-		v.lru.MoveToFront(e)
-		v.mu.Unlock()
-		return e.Value.(*record), nil
-	}
-	v.mu.Unlock()
-
 	rs := v.boot.recordSize
 	if n >= uint64(v.mft.dataSize/rs) {
 		return nil, fmt.Errorf("ntfs: %w: record %d beyond the MFT's %d records", errCorrupt, n, v.mft.dataSize/rs)
 	}
-	b := make([]byte, rs)
-	if _, err := v.mft.ReadAt(b, int64(n)*rs); err != nil {
-		return nil, fmt.Errorf("ntfs: read record %d: %w", n, err)
-	}
-	r, err := parseRecord(b, n)
-	if errors.Is(err, errNotInUse) {
-		return nil, fmt.Errorf("ntfs: record %d: %w", n, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ntfs: %w: record %d: %w", errCorrupt, n, err)
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if e, ok := v.cache[n]; ok {
-		return e.Value.(*record), nil
-	}
-	v.cache[n] = v.lru.PushFront(r)
-	if v.lru.Len() > recordCacheSize {
-		old := v.lru.Remove(v.lru.Back()).(*record)
-		delete(v.cache, old.num)
-	}
-	return r, nil
+	return v.records.Get(n, func() (*record, error) {
+		b := make([]byte, rs)
+		if _, err := v.mft.ReadAt(b, int64(n)*rs); err != nil {
+			return nil, fmt.Errorf("ntfs: read record %d: %w", n, err)
+		}
+		r, err := parseRecord(b, n)
+		if errors.Is(err, errNotInUse) {
+			return nil, fmt.Errorf("ntfs: record %d: %w", n, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ntfs: %w: record %d: %w", errCorrupt, n, err)
+		}
+		return r, nil
+	})
 }
 
 // maxAttrListBytes bounds an $ATTRIBUTE_LIST. Each entry is at least 32
