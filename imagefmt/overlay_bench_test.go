@@ -109,3 +109,47 @@ func BenchmarkOverlayWrite(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOverlayRead reads random 4 KiB blocks of a disk whose every
+// chunk is dirty, next to the same reads of a raw file. The two are close
+// because both come from the page cache, which is why the overlay keeps no
+// chunk cache of its own.
+func BenchmarkOverlayRead(b *testing.B) {
+	const size, cs = 64 << 20, DefaultChunkSize
+	dir := b.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	raw := filepath.Join(dir, "raw")
+	if err := os.WriteFile(raw, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	rf, err := os.Open(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rf.Close()
+	o, err := NewOverlay(filepath.Join(dir, "scratch"), OverlayBase{R: bytes.NewReader(make([]byte, size)), Size: size, ChunkSize: cs, ID: "bench"}, OverlayOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Discard()
+	if _, err := o.WriteAt(data, 0); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		r    interface {
+			ReadAt([]byte, int64) (int, error)
+		}
+	}{{"overlay", o}, {"raw", rf}} {
+		b.Run(tc.name, func(b *testing.B) {
+			rng := rand.New(rand.NewSource(1))
+			p := make([]byte, 4096)
+			b.SetBytes(4096)
+			for range b.N {
+				if _, err := tc.r.ReadAt(p, rng.Int63n(size/4096)*4096); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -109,6 +109,10 @@ func (o *Overlay) dirtyIter(ctx context.Context) func() (int64, []byte, bool, er
 // more). Writes wait while Commit runs; reads go on. If c fails, the
 // overlay and its scratch file stay as they were, for a retry or Discard.
 // With no dirty chunks c is not called.
+//
+// A crash after c succeeded but before the scratch file is gone leaves a
+// scratch file naming the old base; a committer that records
+// Info().Session with the commit lets recovery recognise it as committed.
 func (o *Overlay) Commit(ctx context.Context, message string, c Committer) error {
 	o.writeMu.Lock()
 	defer o.writeMu.Unlock()
