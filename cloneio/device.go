@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dimg-project/dimg/internal/filekind"
 )
 
 // ErrMounted is returned for a block device (or one of its partitions) that
@@ -32,11 +34,11 @@ type Device struct {
 // OpenSource opens a disk for reading.
 func OpenSource(path string) (*Device, error) {
 	// Check the type before opening: opening a FIFO would block forever.
-	st, err := os.Stat(path)
+	kind, _, err := filekind.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() && (st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0) {
+	if !kind.RandomAccess() {
 		return nil, fmt.Errorf("%s: not a block device or regular file", path)
 	}
 	f, err := os.Open(path)
@@ -59,12 +61,12 @@ func describe(f *os.File, path string) (*Device, error) {
 		return nil, err
 	}
 	d := &Device{File: f, Path: path}
-	switch {
-	case st.Mode().IsRegular():
+	switch filekind.Of(st.Mode()) {
+	case filekind.Regular:
 		// A file has no sector size of its own: 0 lets the partition table
 		// reader detect it (a 4Kn GPT) and falls back to 512.
 		d.Size = st.Size()
-	case st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0:
+	case filekind.Block:
 		d.IsBlock = true
 		d.SectorSize = 512
 		var size uint64
@@ -170,10 +172,7 @@ func openBlockTarget(path string) (*os.File, error) {
 }
 
 // isBlockDevice reports whether path names a block device.
-func isBlockDevice(path string) bool {
-	st, err := os.Stat(path)
-	return err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0
-}
+func isBlockDevice(path string) bool { return filekind.Is(path, filekind.Block) }
 
 // Prefetch asks the kernel to start reading [off, off+n) now.
 func (d *Device) Prefetch(off, n int64) {

@@ -5,6 +5,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dimg-project/dimg/internal/filekind"
 )
 
 // TargetOptions configure OpenTarget.
@@ -49,7 +51,7 @@ func OpenTarget(path string, diskSize int64, opt TargetOptions) (*Target, error)
 		}
 		return &Target{Path: path, Size: d.Size, IsBlock: true, Discard: opt.Discard, f: f}, nil
 	}
-	if st, err := os.Stat(path); err == nil && !st.Mode().IsRegular() {
+	if kind, _, err := filekind.Stat(path); err == nil && kind != filekind.Regular {
 		return nil, fmt.Errorf("cloneio: %s is neither a block device nor a regular file", path)
 	}
 	a, err := CreateAtomic(path, opt.Force)
