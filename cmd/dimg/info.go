@@ -22,7 +22,7 @@ found, its size, the bytes in use and the bytes stored in the image.`,
 		Example: `  dimg info backup.dimg
   dimg info --json backup.dimg | jq .partitions`,
 		Args: exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return runInfo(args[0], jsonOut) },
+		RunE: func(cmd *cobra.Command, args []string) error { return runInfo(cmd, args[0], jsonOut) },
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print as JSON")
 	return cmd
@@ -53,43 +53,26 @@ type infoOutput struct {
 	Warnings     []string        `json:"warnings,omitempty"`
 }
 
-func runInfo(path string, jsonOut bool) error {
-	if err := checkImageFile(path, false); err != nil {
-		return err
-	}
-	img, err := imagefmt.Open(path)
+func runInfo(cmd *cobra.Command, path string, jsonOut bool) error {
+	src, err := openImage(cmd, path)
 	if err != nil {
 		return err
 	}
-	defer img.Close()
-	h := img.Header()
-	di, err := imagefmt.ParseDiskInfo(h.Metadata)
+	defer src.Close()
+	sum, err := src.Summary()
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return err
 	}
+	h, di := sum.Header, sum.Disk
 	out := infoOutput{
 		Image: path, UUID: h.UUIDString(), Created: h.Created, ToolVersion: h.ToolVersion,
 		DiskSize: h.DiskSize, SectorSize: h.SectorSize, ChunkSize: h.ChunkSize, Chunks: h.NumChunks(),
-		StoredChunks: img.StoredChunks(), ImageBytes: img.FileSize(), Digest: imagefmt.DigestString(img.Digest()),
+		StoredChunks: sum.StoredChunks, ImageBytes: sum.FileSize, Digest: imagefmt.DigestString(sum.Digest),
 		Source: di.Source, Mode: di.Mode, Table: di.Table, DiskGUID: di.DiskGUID, Warnings: di.Warnings,
 		Partitions: []infoPartition{},
 	}
-	// Stored bytes per partition: each frame's bytes are shared among the
-	// partitions its chunk overlaps, in proportion to the overlap.
-	stored := make([]float64, len(di.Partitions))
-	for e := range img.Entries() {
-		cs, ce := e.Chunk*int64(h.ChunkSize), e.Chunk*int64(h.ChunkSize)+int64(h.ChunkLen(e.Chunk))
-		for i, p := range di.Partitions {
-			if p.Extended {
-				continue
-			}
-			if o := min(ce, p.Start+p.Size) - max(cs, p.Start); o > 0 {
-				stored[i] += float64(e.StoredLen+imagefmt.FrameHeaderSize) * float64(o) / float64(ce-cs)
-			}
-		}
-	}
 	for i, p := range di.Partitions {
-		out.Partitions = append(out.Partitions, infoPartition{PartitionInfo: p, StoredBytes: int64(stored[i])})
+		out.Partitions = append(out.Partitions, infoPartition{PartitionInfo: p, StoredBytes: sum.Stored[i]})
 	}
 	if jsonOut {
 		return printJSON(out)

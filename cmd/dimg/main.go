@@ -3,51 +3,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/dimg-project/dimg/cloneio"
-	"github.com/dimg-project/dimg/imagefmt"
 )
 
 // version is set by the Makefile through -ldflags.
 var version = "dev"
-
-// Exit codes, decided here and nowhere else.
-const (
-	exitOK       = 0
-	exitFailure  = 1 // the operation failed
-	exitUsage    = 2 // bad command line
-	exitCorrupt  = 3 // the image (or target) failed verification
-	exitPartial  = 4 // some targets/parts succeeded, some failed (multicast)
-	exitCanceled = 130
-)
-
-// usageError marks command-line mistakes so they exit with exitUsage.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
-
-// exitCodeError lets a command choose a specific exit code with a message.
-type exitCodeError struct {
-	code int
-	err  error
-}
-
-func (e exitCodeError) Error() string { return e.err.Error() }
-func (e exitCodeError) Unwrap() error { return e.err }
 
 // commands lists every subcommand constructor. Each lives in its own file.
 var commands = []func() *cobra.Command{
@@ -68,7 +36,9 @@ func newRootCmd() *cobra.Command {
 independent checksummed chunks, streamable to write and random access to read.
 
 An image can be restored to a disk or file, mounted read-only to browse or pull single files out,
-listed and extracted offline, and verified at any time.`,
+listed and extracted offline, and verified at any time.
+
+` + exitStatusHelp,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -96,37 +66,6 @@ func main() {
 	err := root.ExecuteContext(ctx)
 	pprof.StopCPUProfile()
 	os.Exit(exitCode(err, ctx))
-}
-
-// exitCode prints err and maps it to the process exit status.
-func exitCode(err error, ctx context.Context) int {
-	if err == nil {
-		return exitOK
-	}
-	fmt.Fprintf(os.Stderr, "dimg: %v\n", err)
-	var ue usageError
-	var ce exitCodeError
-	switch {
-	case errors.As(err, &ce):
-		return ce.code
-	case errors.As(err, &ue) || isCobraUsage(err):
-		fmt.Fprintln(os.Stderr, "Run 'dimg --help' for usage.")
-		return exitUsage
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
-		return exitCanceled
-	case errors.Is(err, imagefmt.ErrChecksum) || errors.Is(err, imagefmt.ErrCorrupt) ||
-		errors.Is(err, imagefmt.ErrTruncated) || errors.Is(err, cloneio.ErrVerify):
-		// Damage found, whichever command found it (and however early:
-		// a damaged footer is found by the open).
-		return exitCorrupt
-	}
-	return exitFailure
-}
-
-// isCobraUsage recognises the command-line errors cobra makes itself
-// before any of our code runs (it has no typed errors for them).
-func isCobraUsage(err error) bool {
-	return strings.HasPrefix(err.Error(), "unknown command ")
 }
 
 // interruptGrace is how long a command has after Ctrl-C (or SIGTERM) to

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dimg-project/dimg/cloneio/source"
 	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fusefs"
 )
@@ -96,7 +97,7 @@ func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
 }
 
 // startMount opens the image and mounts it.
-func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs.Mounted, *openedImage, error) {
+func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs.Mounted, *source.Source, error) {
 	// Refuse a bad mountpoint before the (possibly slow) image open.
 	if err := fusefs.CheckMountpoint(dir, imgPath); err != nil {
 		return nil, nil, err
@@ -105,13 +106,17 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs
 	if err != nil {
 		return nil, nil, err
 	}
-	img, err := openImage(imgPath, log)
+	src, err := openSource(cmd, imgPath, log)
 	if err != nil {
-		return nil, nil, imageErr(err)
+		return nil, nil, err
 	}
-	img.probeAll()
+	d, err := src.Layout()
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
 	var parts []fusefs.Part
-	for _, p := range img.disk.Parts {
+	for _, p := range d.Parts {
 		if p.Extended {
 			continue
 		}
@@ -120,31 +125,32 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs
 		parts = append(parts, fp)
 	}
 	abs, _ := filepath.Abs(imgPath)
-	m, err := fusefs.Mount(cmd.Context(), dir, img.ra, img.size, parts, fusefs.Options{
+	m, err := fusefs.Mount(cmd.Context(), dir, src, src.Size(), parts, fusefs.Options{
 		ImagePath:  abs,
-		ImageTime:  img.mtime,
+		ImageTime:  src.ModTime(),
 		Logger:     log,
 		AllowOther: fl.allowOther,
 		Debug:      fl.debug,
 	})
 	if err != nil {
-		img.Close()
+		src.Close()
 		return nil, nil, err
 	}
-	return m, img, nil
+	return m, src, nil
 }
 
 // mountedList says what the mount shows: "disk.img, p1.img p1/ (fat32), p2.img".
-func mountedList(img *openedImage) string {
+func mountedList(src *source.Source) string {
 	s := []string{"disk.img"}
-	for i := range img.disk.Parts {
-		p := &img.disk.Parts[i]
+	d, _ := src.Layout() // read by startMount
+	for i := range d.Parts {
+		p := &d.Parts[i]
 		if p.Extended {
 			continue
 		}
 		e := fmt.Sprintf("p%d.img", p.Number)
-		if _, ok := p.Volume.(fsdrivers.Filesystem); ok {
-			e += fmt.Sprintf(" p%d/ (%s)", p.Number, describe(p))
+		if source.HasFiles(p) {
+			e += fmt.Sprintf(" p%d/ (%s)", p.Number, source.Describe(p))
 		}
 		s = append(s, e)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -113,10 +112,7 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 			printReceiveSummary(os.Stdout, res)
 		}
 	}
-	if errors.Is(err, multicast.ErrMismatch) {
-		return exitCodeError{exitCorrupt, err}
-	}
-	return err
+	return err // ErrMismatch exits 3 (exitStatus)
 }
 
 func printReceiveSummary(w io.Writer, r *multicast.ReceiveResult) {

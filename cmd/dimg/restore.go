@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/filekind"
 )
 
 func newRestoreCmd() *cobra.Command {
@@ -190,11 +190,11 @@ func streamInput(imgPath string) (*os.File, error) {
 	if imgPath == "-" {
 		return os.Stdin, nil
 	}
-	st, err := os.Stat(imgPath)
+	kind, _, err := filekind.Stat(imgPath)
 	if err != nil {
 		return nil, err
 	}
-	if st.Mode()&(os.ModeNamedPipe|os.ModeSocket|os.ModeCharDevice) == 0 {
+	if kind != filekind.Stream {
 		return nil, nil
 	}
 	return os.Open(imgPath)
@@ -254,9 +254,6 @@ func toTarget(cmd *cobra.Command, label, targetPath string, diskSize int64, sect
 	err = write(t, prog)
 	prog.Finish()
 	if err != nil {
-		if errors.Is(err, cloneio.ErrVerify) || errors.Is(err, imagefmt.ErrChecksum) || errors.Is(err, imagefmt.ErrCorrupt) {
-			return nil, nil, exitCodeError{exitCorrupt, err}
-		}
 		return nil, nil, err
 	}
 	lres, err := cloneio.FitLayout(cmd.Context(), t, diskSize, sectorSize, lopt)

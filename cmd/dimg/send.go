@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -163,10 +162,7 @@ func runSend(cmd *cobra.Command, img string, opt sendFlags) error {
 			printSendSummary(os.Stdout, res)
 		}
 	}
-	if errors.Is(err, multicast.ErrPartial) {
-		return exitCodeError{exitPartial, err}
-	}
-	return err
+	return err // ErrPartial exits 4 (exitStatus)
 }
 
 func printSendSummary(w io.Writer, r *multicast.SendResult) {

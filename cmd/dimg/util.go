@@ -3,12 +3,15 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/dimg-project/dimg/cloneio/source"
 )
 
 // exactArgs is cobra.ExactArgs with the error marked as a usage error.
@@ -21,26 +24,21 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
-// checkImageFile refuses an IMAGE that is not a regular file before it is
-// opened: opening a FIFO would wait for a writer for ever, and a pipe or a
-// device cannot be read at random as an image must be.
-func checkImageFile(path string, blockOK bool) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	m := st.Mode()
-	switch {
-	case m.IsRegular():
-		return nil
-	case m.IsDir():
-		return fmt.Errorf("%s is a directory, not an image", path)
-	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0 && blockOK:
-		return nil
-	case m&(os.ModeNamedPipe|os.ModeSocket|os.ModeCharDevice) != 0:
-		return fmt.Errorf("%s is a pipe or a character device: an image must be a file this command can read at random (save the stream to a file, or use dimg restore -)", path)
-	}
-	return fmt.Errorf("%s is not a regular file", path)
+// openSource opens an IMAGE argument that may also be a raw disk file or a
+// block device (ls, cat, extract, mount), with every filesystem driver;
+// log gets the damaged chunks reads run into.
+func openSource(cmd *cobra.Command, path string, log *slog.Logger) (*source.Source, error) {
+	return source.Open(cmd.Context(), path, source.Options{Raw: true, Drivers: drivers(), Logger: log})
+}
+
+// openImage opens an IMAGE argument that must be a dimg image (info, verify).
+func openImage(cmd *cobra.Command, path string) (*source.Source, error) {
+	return source.Open(cmd.Context(), path, source.Options{})
+}
+
+// stderrLogger reports chunk and I/O errors on stderr.
+func stderrLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -20,57 +19,46 @@ image digest. Each damaged chunk is named with the disk byte range it covers.
 The exit status is 0 when the image is intact, 3 when anything is damaged.`,
 		Example: `  dimg verify backup.dimg`,
 		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkImageFile(args[0], false); err != nil {
-				return err
-			}
-			img, err := imagefmt.Open(args[0])
-			if err != nil {
-				// A file that is not an image, or is damaged, fails
-				// verification (3); one that cannot be read is a failure (1).
-				if errors.Is(err, imagefmt.ErrFormat) {
-					return exitCodeError{exitCorrupt, err}
-				}
-				return err
-			}
-			defer img.Close()
-			prog := newProgress(cmd, "verify")
-			prog.Start(img.Size())
-			res, err := img.Verify(cmd.Context(), prog)
-			prog.Finish()
-			if err != nil {
-				return err
-			}
-			if jsonOut {
-				bad := []map[string]any{}
-				for _, b := range res.Bad {
-					bad = append(bad, map[string]any{"chunk": b.Chunk, "disk_offset": b.Off, "length": b.Len, "error": b.Err.Error()})
-				}
-				if err := printJSON(map[string]any{"image": args[0], "ok": res.OK(), "chunks": res.Chunks,
-					"stored_chunks": res.Stored, "bad_chunks": bad, "digest_ok": res.DigestOK,
-					"digest": imagefmt.DigestString(res.Digest)}); err != nil {
-					return err
-				}
-			} else {
-				for _, b := range res.Bad {
-					fmt.Fprintf(os.Stderr, "BAD %v\n", b)
-				}
-			}
-			if !res.OK() {
-				msg := fmt.Sprintf("%s: %d damaged chunk(s)", args[0], len(res.Bad))
-				if !res.DigestOK && len(res.Bad) == 0 {
-					msg = fmt.Sprintf("%s: image digest does not match its chunks", args[0])
-				}
-				return exitCodeError{exitCorrupt, fmt.Errorf("%s", msg)}
-			}
-			if !jsonOut {
-				if q, _ := cmd.Flags().GetBool("quiet"); !q {
-					fmt.Fprintf(os.Stderr, "%s: OK (%d chunks, %d stored, digest %s)\n", args[0], res.Chunks, res.Stored, imagefmt.DigestString(res.Digest))
-				}
-			}
-			return nil
-		},
+		RunE:    func(cmd *cobra.Command, args []string) error { return runVerify(cmd, args[0], jsonOut) },
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	return cmd
+}
+
+func runVerify(cmd *cobra.Command, path string, jsonOut bool) error {
+	src, err := openImage(cmd, path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	prog := newProgress(cmd, "verify")
+	prog.Start(src.Size())
+	res, err := src.Verify(cmd.Context(), prog)
+	prog.Finish()
+	if res == nil {
+		return err
+	}
+	// Damage (err is a *source.VerifyError) is printed first, then returned.
+	if jsonOut {
+		bad := []map[string]any{}
+		for _, b := range res.Bad {
+			bad = append(bad, map[string]any{"chunk": b.Chunk, "disk_offset": b.Off, "length": b.Len, "error": b.Err.Error()})
+		}
+		if perr := printJSON(map[string]any{"image": path, "ok": res.OK(), "chunks": res.Chunks,
+			"stored_chunks": res.Stored, "bad_chunks": bad, "digest_ok": res.DigestOK,
+			"digest": imagefmt.DigestString(res.Digest)}); perr != nil {
+			return perr
+		}
+	} else {
+		for _, b := range res.Bad {
+			fmt.Fprintf(os.Stderr, "BAD %v\n", b)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if q, _ := cmd.Flags().GetBool("quiet"); !q && !jsonOut {
+		fmt.Fprintf(os.Stderr, "%s: OK (%d chunks, %d stored, digest %s)\n", path, res.Chunks, res.Stored, imagefmt.DigestString(res.Digest))
+	}
+	return nil
 }
