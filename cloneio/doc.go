@@ -1,7 +1,9 @@
 // Package cloneio moves disk contents: capture (disk → image), restore
 // (image → disk) and clone (disk → disk), as pipelines of chunks. Its
 // subpackages move data too: multicast (send/receive an image), extract
-// (files out of an image's filesystems onto the host).
+// (files out of an image's filesystems onto the host), and source opens
+// what they read from: an IMAGE argument (an image, a raw disk file or a
+// block device), its partitions and filesystems, N:/PATH.
 //
 // Vocabulary:
 //   - Device: an opened source or target, a block device or a regular file,
