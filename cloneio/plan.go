@@ -62,19 +62,12 @@ func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Dri
 	}
 	for i := range d.Parts {
 		part := &d.Parts[i]
-		pi := imagefmt.PartitionInfo{
-			Number: part.Number, Start: part.Start, Size: part.Size, Type: part.Type, TypeName: part.TypeName,
-			GUID: part.GUID, Name: part.Name, Bootable: part.Bootable, Extended: part.Extended,
-			Logical: part.Logical, UsedBytes: -1,
-		}
+		pi := partitionInfo(part)
 		if part.Extended {
 			p.Info.Partitions = append(p.Info.Partitions, pi)
 			continue // its EBRs are in Reserved; its space belongs to the logical partitions
 		}
 		ranges, copyMode, warn := partitionRanges(part, t.Kind == parttable.KindNone)
-		if part.Volume != nil {
-			pi.FS, pi.FSUUID, pi.FSLabel = part.Volume.Type(), part.Volume.UUID(), part.Volume.Label()
-		}
 		if warn != "" && !opt.Sector { // --sector asked for the full copy: nothing to warn about
 			p.Info.Warnings = append(p.Info.Warnings, warn)
 		}
@@ -98,6 +91,23 @@ func MakePlan(r io.ReaderAt, size int64, sectorSize int, drivers []fsdrivers.Dri
 		p.Used = mergeRanges(used, size)
 	}
 	return p, nil
+}
+
+// partitionInfo is the image metadata's record of a partition: its table
+// entry and the filesystem found in it. imagefmt cannot import parttable,
+// so the record is imagefmt's own serialized form with the same fields and
+// JSON keys; this is the one place that converts between them.
+func partitionInfo(part *disk.Part) imagefmt.PartitionInfo {
+	p := part.Partition
+	pi := imagefmt.PartitionInfo{
+		Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName,
+		GUID: p.GUID, Name: p.Name, Bootable: p.Bootable, Extended: p.Extended, Logical: p.Logical,
+		UsedBytes: -1,
+	}
+	if part.Volume != nil {
+		pi.FS, pi.FSUUID, pi.FSLabel = part.Volume.Type(), part.Volume.UUID(), part.Volume.Label()
+	}
+	return pi
 }
 
 // partitionRanges decides what to copy of one partition.

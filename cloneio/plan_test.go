@@ -3,13 +3,17 @@ package cloneio
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/disk"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/fsdrivers/swap"
 )
 
@@ -80,5 +84,47 @@ func TestPlanCapabilities(t *testing.T) {
 				t.Errorf("warnings %q, want one with %q", warns, c.warning)
 			}
 		})
+	}
+}
+
+// TestPartitionInfoKeepsTheTableEntry: the image's partition record
+// carries every field of parttable.Partition under the same JSON key, so
+// `dimg info --json` and `dimg ls --json` describe a partition alike. A
+// field added to one side and not the other fails here.
+func TestPartitionInfoKeepsTheTableEntry(t *testing.T) {
+	var p parttable.Partition
+	v := reflect.ValueOf(&p).Elem()
+	for i := range v.NumField() { // every field non-zero, each one different
+		switch f := v.Field(i); f.Kind() {
+		case reflect.String:
+			f.SetString(fmt.Sprintf("value %d", i))
+		case reflect.Int, reflect.Int64:
+			f.SetInt(int64(1000 + i))
+		case reflect.Bool:
+			f.SetBool(true)
+		default:
+			t.Fatalf("parttable.Partition.%s: kind %s not covered by this test", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	asMap := func(x any) map[string]any {
+		b, err := json.Marshal(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]any{}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	want := asMap(p)
+	got := asMap(partitionInfo(&disk.Part{Partition: p, Volume: fakeVol{}}))
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("key %q: %v in the image's record, %v in the table's entry", k, got[k], w)
+		}
+	}
+	if got["fs"] != "fakefs" {
+		t.Errorf("fs = %v, want the volume's type", got["fs"])
 	}
 }

@@ -5,8 +5,9 @@
 //     raw), pN.img (partition N, raw, exactly its bytes, so the kernel can
 //     loop-mount it) and pN/ (partition N's filesystem as a file tree, when
 //     a driver recognised it and it implements fsdrivers.Filesystem).
-//   - Part: one partition as handed in by the caller: its number, a bounded
-//     reader of its bytes and, optionally, its opened filesystem.
+//   - partition: a disk.Part (package fsdrivers/disk) as the caller opened
+//     it: its table entry (the number names pN), a bounded reader of its
+//     bytes and, when a driver recognised it, its volume.
 //   - tree node: a file, directory, symlink, device or fifo inside pN/,
 //     addressed by its io/fs path in the partition's filesystem.
 //   - inode number: pN's files show the filesystem's own inode number with

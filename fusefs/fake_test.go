@@ -2,12 +2,15 @@ package fusefs
 
 import (
 	"errors"
+	"io"
 	"io/fs"
 	"sync/atomic"
 	"testing/fstest"
 	"time"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/disk"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
 )
 
 // fakeFS is an fsdrivers.Filesystem over fstest.MapFS with xattrs, extra
@@ -88,4 +91,19 @@ var t0 = time.Date(2022, 1, 2, 3, 4, 5, 600000000, time.UTC)
 func stat(ino uint64, nlink uint32, uid, gid uint32) *fsdrivers.Stat {
 	return &fsdrivers.Stat{Ino: ino, Nlink: nlink, Uid: uid, Gid: gid,
 		Mtime: t0, Atime: t0.Add(time.Minute), Ctime: t0.Add(time.Hour)}
+}
+
+// testParts are the partitions of testDisk: 1 holds fsys, 2 is an extended
+// container (not shown), 3 has no filesystem (only p3.img is shown).
+func testParts(ra io.ReaderAt, fsys *fakeFS) []disk.Part {
+	part := func(n int, off, size int64) parttable.Partition {
+		return parttable.Partition{Number: n, Start: off, Size: size}
+	}
+	ext := part(2, testPartOff+testPartSize, 4096)
+	ext.Extended = true
+	return []disk.Part{
+		{Partition: part(1, testPartOff, testPartSize), Reader: io.NewSectionReader(ra, testPartOff, testPartSize), Volume: fsys},
+		{Partition: ext, Reader: io.NewSectionReader(ra, testPartOff+testPartSize, 4096)},
+		{Partition: part(3, testPartOff+testPartSize, 4096), Reader: io.NewSectionReader(ra, testPartOff+testPartSize, 4096)},
+	}
 }

@@ -13,21 +13,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/disk"
 )
-
-// Part is one partition to show.
-type Part struct {
-	// Number is the partition number as the table numbers it; the files
-	// are called pNumber.img and pNumber/.
-	Number int
-	// Raw reads exactly the partition's bytes.
-	Raw io.ReaderAt
-	// Size is the partition's size in bytes.
-	Size int64
-	// FS is the partition's file tree, nil when no filesystem was
-	// recognised (then only pN.img is shown).
-	FS fsdrivers.Filesystem
-}
 
 // Options controls the served tree and the mount. The zero value is the
 // default.
@@ -78,7 +65,7 @@ type root struct {
 	fs.Inode
 	disk  io.ReaderAt
 	size  int64
-	parts []Part
+	parts []disk.Part
 	opt   Options
 	log   *errLog
 	mtime time.Time
@@ -92,16 +79,18 @@ var (
 	_ = (fs.NodeStatfser)((*root)(nil))
 )
 
-// NewRoot builds the root node of the tree for disk (size bytes) and its
-// partitions. Mount uses it; tests can call its nodes without mounting
-// (see fs.NewNodeFS).
-func NewRoot(disk io.ReaderAt, size int64, parts []Part, opt Options) fs.InodeEmbedder {
+// NewRoot builds the root node of the tree for the disk d (size bytes) and
+// its partitions, as fsdrivers/disk opened them: each one shows as
+// pNumber.img (its Reader) and, when its Volume is a fsdrivers.Filesystem,
+// as pNumber/. Extended containers are left out. Mount uses it; tests can
+// call its nodes without mounting (see fs.NewNodeFS).
+func NewRoot(d io.ReaderAt, size int64, parts []disk.Part, opt Options) fs.InodeEmbedder {
 	t := opt.ImageTime
 	if t.IsZero() {
 		t = time.Now()
 	}
 	return &root{
-		disk: disk, size: size, parts: parts, opt: opt,
+		disk: d, size: size, parts: parts, opt: opt,
 		log:   newErrLog(opt.Logger),
 		mtime: t,
 		uid:   uint32(os.Getuid()),
@@ -116,22 +105,28 @@ func (r *root) OnAdd(ctx context.Context) {
 		r.AddChild(name, ch, false)
 	}
 	add("disk.img", r.disk, r.size, diskImgIno)
-	for i, p := range r.parts {
-		add(fmt.Sprintf("p%d.img", p.Number), p.Raw, p.Size, firstRawIno+uint64(i))
-		if p.FS == nil {
+	i := 0
+	for _, p := range r.parts {
+		if p.Extended {
+			continue // its space belongs to the logical partitions
+		}
+		i++
+		add(fmt.Sprintf("p%d.img", p.Number), p.Reader, p.Size, firstRawIno+uint64(i-1))
+		fsys, ok := p.Volume.(fsdrivers.Filesystem)
+		if !ok {
 			continue
 		}
 		dir := fmt.Sprintf("p%d", p.Number)
-		fi, err := p.FS.Lstat(".")
+		fi, err := fsys.Lstat(".")
 		if err != nil {
 			// A filesystem whose root cannot be read shows as
 			// missing; its raw pN.img is still there.
 			r.log.errno("stat", dir, err)
 			continue
 		}
-		t := &tree{fsys: p.FS, part: i + 1, name: dir, size: p.Size, log: r.log}
+		t := &tree{fsys: fsys, part: i, name: dir, size: p.Size, log: r.log}
 		n := &node{tree: t, path: ".", fi: fi}
-		ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: treeIno(i+1, inoOf(fi))})
+		ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: treeIno(i, inoOf(fi))})
 		r.AddChild(dir, ch, false)
 	}
 }

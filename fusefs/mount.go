@@ -17,6 +17,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/dimg-project/dimg/fsdrivers/disk"
 )
 
 // Sentinel errors of Mount.
@@ -161,8 +163,8 @@ func MountTree(ctx context.Context, dir string, root fs.InodeEmbedder, opt Optio
 
 // Mount serves disk (size bytes) and its partitions on dir; see NewRoot
 // and MountTree.
-func Mount(ctx context.Context, dir string, disk io.ReaderAt, size int64, parts []Part, opt Options) (*Mounted, error) {
-	return MountTree(ctx, dir, NewRoot(disk, size, parts, opt), opt)
+func Mount(ctx context.Context, dir string, d io.ReaderAt, size int64, parts []disk.Part, opt Options) (*Mounted, error) {
+	return MountTree(ctx, dir, NewRoot(d, size, parts, opt), opt)
 }
 
 // Dir is the mountpoint.

@@ -22,7 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/fsdrivers/disk"
 	"github.com/dimg-project/dimg/fsdrivers/ext4"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
 )
 
 // requireFUSE skips unless this process can mount FUSE file systems.
@@ -60,10 +62,7 @@ func mountTest(t *testing.T, root gofs.InodeEmbedder, opt Options) (string, *Mou
 
 func fakeRoot(fsys *fakeFS, disk []byte, opt Options) gofs.InodeEmbedder {
 	ra := bytes.NewReader(disk)
-	parts := []Part{
-		{Number: 1, Raw: io.NewSectionReader(ra, testPartOff, testPartSize), Size: testPartSize, FS: fsys},
-		{Number: 3, Raw: io.NewSectionReader(ra, testPartOff+testPartSize, 4096), Size: 4096},
-	}
+	parts := testParts(ra, fsys)
 	return NewRoot(ra, int64(len(disk)), parts, opt)
 }
 
@@ -296,7 +295,7 @@ func TestMountLoopExt4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := []Part{{Number: 1, Raw: raw, Size: size, FS: vol}}
+	parts := []disk.Part{{Partition: parttable.Partition{Number: 1, Start: start, Size: size}, Reader: raw, Volume: vol}}
 	mnt, _ := mountTest(t, NewRoot(img, st.Size(), parts, Options{}), Options{ImagePath: imgPath})
 
 	// The file tree through our ext4 reader is the source tree.

@@ -97,10 +97,7 @@ func newTestRoot(t *testing.T, fsys *fakeFS, log *slog.Logger) (*root, []byte) {
 	t.Helper()
 	disk := testDisk()
 	ra := bytes.NewReader(disk)
-	parts := []Part{
-		{Number: 1, Raw: io.NewSectionReader(ra, testPartOff, testPartSize), Size: testPartSize, FS: fsys},
-		{Number: 3, Raw: io.NewSectionReader(ra, testPartOff+testPartSize, 4096), Size: 4096},
-	}
+	parts := testParts(ra, fsys)
 	r := NewRoot(ra, int64(len(disk)), parts, Options{Logger: log, ImageTime: t0}).(*root)
 	gofs.NewNodeFS(r, &gofs.Options{RootStableAttr: &gofs.StableAttr{Ino: rootIno}})
 	return r, disk

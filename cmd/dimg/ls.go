@@ -17,6 +17,7 @@ import (
 
 	"github.com/dimg-project/dimg/cloneio/extract"
 	"github.com/dimg-project/dimg/cloneio/source"
+	"github.com/dimg-project/dimg/fsdrivers/parttable"
 )
 
 func newLsCmd() *cobra.Command {
@@ -59,19 +60,15 @@ to this machine.`,
 
 type lsFlags struct{ recursive, long, json bool }
 
-// partJSON is one partition in `ls --json IMAGE`.
+// partJSON is one partition in `ls --json IMAGE`: the table's entry and
+// what was found in it.
 type partJSON struct {
-	Number   int    `json:"number"`
-	Start    int64  `json:"start"`
-	Size     int64  `json:"size"`
-	Type     string `json:"type"`
-	TypeName string `json:"type_name,omitempty"`
-	Name     string `json:"name,omitempty"`
-	FS       string `json:"fs,omitempty"`
-	Label    string `json:"label,omitempty"`
-	UUID     string `json:"uuid,omitempty"`
-	Files    bool   `json:"files"` // the filesystem can be browsed
-	Error    string `json:"error,omitempty"`
+	parttable.Partition
+	FS    string `json:"fs,omitempty"`
+	Label string `json:"label,omitempty"`
+	UUID  string `json:"uuid,omitempty"`
+	Files bool   `json:"files"` // the filesystem can be browsed
+	Error string `json:"error,omitempty"`
 }
 
 func runLs(cmd *cobra.Command, imgPath, spec string, fl lsFlags) error {
@@ -147,7 +144,7 @@ func lsPartitions(w *bufio.Writer, src *source.Source, jsonOut bool) error {
 	var parts []partJSON
 	for i := range d.Parts {
 		p := &d.Parts[i]
-		pj := partJSON{Number: p.Number, Start: p.Start, Size: p.Size, Type: p.Type, TypeName: p.TypeName, Name: p.Name}
+		pj := partJSON{Partition: p.Partition}
 		if p.Volume != nil {
 			pj.FS, pj.Label, pj.UUID = p.Volume.Type(), p.Volume.Label(), p.Volume.UUID()
 			pj.Files = source.HasFiles(p)

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio/source"
-	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fusefs"
 )
 
@@ -115,17 +114,8 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs
 		src.Close()
 		return nil, nil, err
 	}
-	var parts []fusefs.Part
-	for _, p := range d.Parts {
-		if p.Extended {
-			continue
-		}
-		fp := fusefs.Part{Number: p.Number, Raw: p.Reader, Size: p.Size}
-		fp.FS, _ = p.Volume.(fsdrivers.Filesystem)
-		parts = append(parts, fp)
-	}
 	abs, _ := filepath.Abs(imgPath)
-	m, err := fusefs.Mount(cmd.Context(), dir, src, src.Size(), parts, fusefs.Options{
+	m, err := fusefs.Mount(cmd.Context(), dir, src, src.Size(), d.Parts, fusefs.Options{
 		ImagePath:  abs,
 		ImageTime:  src.ModTime(),
 		Logger:     log,

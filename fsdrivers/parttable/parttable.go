@@ -28,7 +28,11 @@ type Table struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Partition is one entry, numbered as the operating system numbers it.
+// Partition is one entry, numbered as the operating system numbers it. It
+// is the project's one description of a partition: disk.Part embeds it
+// with what was found inside, fusefs serves disk.Parts, `dimg ls --json`
+// prints it, and cloneio records it in an image's metadata (as
+// imagefmt.PartitionInfo, which has the same fields and JSON keys).
 type Partition struct {
 	Number   int    `json:"number"` // GPT: entry index + 1; MBR: 1-4 primary, 5.. logical
 	Start    int64  `json:"start"`  // bytes from the disk's start
