@@ -31,12 +31,14 @@ demo: build
 	./scripts/demo.sh
 
 # Side-by-side benchmarks (root): capture/restore/clone vs lz4 and
-# partclone, reading out of images vs loop mounts and ewfmount, multicast
-# vs udpcast. Each prints a markdown table.
+# partclone, reading out of images vs loop mounts and ewfmount, the
+# filesystem drivers' reads vs raw reads, multicast vs udpcast. Each prints
+# a markdown table.
 bench: build
 	./scripts/deps.sh bench
 	./scripts/bench.sh
 	./scripts/bench-mount.sh
+	./scripts/bench-drivers.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
 
 # Runs each fuzz target for FUZZTIME (default 60s).

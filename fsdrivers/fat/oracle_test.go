@@ -244,7 +244,6 @@ func TestOracle(t *testing.T) {
 					t.Errorf("fstest.TestFS: %v", err)
 				}
 			}
-			measureRead(t, v, "big.bin")
 
 			checkUsedRanges(t, v, img, st.Size(), want)
 		})
@@ -294,26 +293,6 @@ func checkMtype(t *testing.T, v *Volume, img string) {
 		}
 		return nil
 	})
-}
-
-// measureRead logs the throughput of reading a file in 8 KiB and in 1 MiB
-// reads (go-diskfs managed 3 MB/s with 8 KiB reads: FINDINGS.md).
-func measureRead(t *testing.T, v *Volume, name string) {
-	for _, bs := range []int{8 << 10, 1 << 20} {
-		f, err := v.Open(name)
-		if err != nil {
-			t.Errorf("Open(%q): %v", name, err)
-			return
-		}
-		start := time.Now()
-		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, bs))
-		if err != nil {
-			t.Errorf("read %s: %v", name, err)
-		}
-		el := time.Since(start)
-		t.Logf("read %s in %d KiB reads: %d MiB in %v (%.0f MiB/s, %d runs)", name, bs>>10, n>>20, el.Round(time.Millisecond), float64(n)/(1<<20)/el.Seconds(), len(f.(*file).ch.runs))
-		f.Close()
-	}
 }
 
 // checkUsedRanges copies only the used ranges of img into a zeroed image and
