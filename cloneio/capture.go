@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // Range is a byte range [Off, Off+Len) of a disk.
@@ -42,7 +43,7 @@ type CaptureOptions struct {
 	ChunkSize   int // 0: imagefmt.DefaultChunkSize
 	Workers     int // 0: GOMAXPROCS
 	ToolVersion string
-	Progress    Progress
+	Progress    progress.Reporter // told of a "capturing" phase, in disk bytes
 	Logger      *slog.Logger
 }
 
@@ -75,7 +76,7 @@ type capJob struct {
 // Capture reads src according to plan and writes an image to w.
 func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt CaptureOptions) (*CaptureResult, error) {
 	start := time.Now()
-	prog := orNoProgress(opt.Progress)
+	prog := progress.Or(opt.Progress)
 	meta, err := json.Marshal(plan.Info)
 	if err != nil {
 		return nil, err
@@ -106,51 +107,34 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 
 	res := &CaptureResult{DiskBytes: plan.Size}
 	var encodeNanos atomic.Int64
-	prog.Start(plan.Size)
+	prog.Start("capturing", plan.Size)
 
 	// Reader: visits chunks that overlap the plan, in order.
 	var readErr error
+	rd := &chunkReader{src: src, plan: plan, cs: cs}
 	go func() {
 		defer close(work)
 		defer close(ordered)
-		var readBusy time.Duration
-		defer func() { res.ReadTime = readBusy }()
-		it := newRangeIter(plan.Used, plan.Size)
-		pf := newPrefetcher(src, plan, cs)
-		last := int64(0) // progress: bytes of disk accounted for
-		for c := int64(0); c < hdr.NumChunks(); c++ {
-			off := c * cs
-			clen := int64(hdr.ChunkLen(c))
-			pf.advance(off)
-			parts := it.within(off, clen)
-			if len(parts) == 0 {
-				res.SkipChunks++
-				continue
-			}
-			var j *capJob
+		var j *capJob
+		readErr = rd.each(ctx, func() ([]byte, error) {
 			select {
 			case j = <-free:
+				return j.buf[:cap(j.buf)], nil
 			case <-ctx.Done():
-				readErr = ctx.Err()
-				return
+				return nil, ctx.Err()
 			}
-			j.chunk, j.err, j.zero = c, nil, false
-			b := j.buf[:clen]
-			t0 := time.Now()
-			n, err := readParts(src, b, off, parts)
-			if err != nil {
-				readErr = err
-				return
-			}
-			res.ReadBytes += n
-			readBusy += time.Since(t0)
-			j.buf = b
-			prog.Add(off + clen - last)
-			last = off + clen
+		}, func(c int64, b []byte) error {
+			j.chunk, j.buf, j.err, j.zero = c, b, nil, false
+			prog.Add(int64(len(b)))
 			work <- j
 			ordered <- j
-		}
-		prog.Add(plan.Size - last)
+			return nil
+		}, func(c int64) error {
+			res.SkipChunks++
+			prog.Add(int64(hdr.ChunkLen(c)))
+			return nil
+		})
+		res.ReadBytes, res.ReadTime = rd.ReadBytes, rd.ReadTime
 	}()
 
 	// Workers: zero check, hash and compress.
@@ -229,98 +213,4 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 	res.ImageBytes = iw.Size()
 	res.Wall = time.Since(start)
 	return res, nil
-}
-
-// rangeIter walks sorted ranges alongside increasing chunk offsets.
-type rangeIter struct {
-	rs   []Range
-	i    int
-	all  bool
-	size int64
-	buf  []Range
-}
-
-func newRangeIter(rs []Range, size int64) *rangeIter {
-	return &rangeIter{rs: rs, all: rs == nil, size: size}
-}
-
-// within returns the parts of the ranges inside [off, off+n); calls must
-// come with increasing off. The result is reused by the next call.
-func (it *rangeIter) within(off, n int64) []Range {
-	end := off + n
-	if it.all {
-		it.buf = append(it.buf[:0], Range{off, n})
-		return it.buf
-	}
-	it.buf = it.buf[:0]
-	for it.i < len(it.rs) && it.rs[it.i].Off+it.rs[it.i].Len <= off {
-		it.i++
-	}
-	for k := it.i; k < len(it.rs) && it.rs[k].Off < end; k++ {
-		s := max(it.rs[k].Off, off)
-		e := min(it.rs[k].Off+it.rs[k].Len, end)
-		if e > s {
-			it.buf = append(it.buf, Range{s, e - s})
-		}
-	}
-	return it.buf
-}
-
-// readParts fills b (disk bytes [off, off+len(b))) with the used parts and
-// zeros elsewhere. It reads the span from the first part to the last in
-// one request — reading a few unused blocks costs less than breaking the
-// sequential stream into many small reads — then zeros the gaps, so unused
-// bytes never reach the image. It returns the bytes read.
-func readParts(src io.ReaderAt, b []byte, off int64, parts []Range) (int64, error) {
-	first, last := parts[0], parts[len(parts)-1]
-	s, e := first.Off-off, last.Off+last.Len-off
-	clear(b[:s])
-	if _, err := src.ReadAt(b[s:e], first.Off); err != nil && err != io.EOF {
-		return 0, fmt.Errorf("read source at byte %d: %w", first.Off, err)
-	}
-	pos := s
-	for _, p := range parts {
-		clear(b[pos : p.Off-off])
-		pos = p.Off - off + p.Len
-	}
-	clear(b[pos:])
-	return e - s, nil
-}
-
-// Prefetcher is implemented by sources that can start reads ahead of time
-// (Device: posix_fadvise WILLNEED), which keeps several requests in flight
-// on a cold disk even though one goroutine reads in order.
-type Prefetcher interface {
-	Prefetch(off, n int64)
-}
-
-// prefetchWindow is how far ahead of the reader prefetches run.
-const prefetchWindow = 32 << 20
-
-type prefetcher struct {
-	p    Prefetcher
-	it   *rangeIter
-	next int64 // first disk byte not yet prefetched
-	cs   int64
-	size int64
-}
-
-func newPrefetcher(src io.ReaderAt, plan *Plan, cs int64) *prefetcher {
-	p, _ := src.(Prefetcher)
-	return &prefetcher{p: p, it: newRangeIter(plan.Used, plan.Size), cs: cs, size: plan.Size}
-}
-
-// advance prefetches the used spans of chunks up to prefetchWindow past off.
-func (f *prefetcher) advance(off int64) {
-	if f.p == nil {
-		return
-	}
-	for f.next < f.size && f.next < off+prefetchWindow {
-		n := min(f.cs, f.size-f.next)
-		if parts := f.it.within(f.next, n); len(parts) > 0 {
-			first, last := parts[0], parts[len(parts)-1]
-			f.p.Prefetch(first.Off, last.Off+last.Len-first.Off)
-		}
-		f.next += n
-	}
 }

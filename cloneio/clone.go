@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // CloneOptions configure Clone; the zero value is the default.
 type CloneOptions struct {
-	Workers  int // 0: GOMAXPROCS
-	Progress Progress
+	Workers int // 0: GOMAXPROCS
+	// Progress is told of the "copying" phase (disk bytes) and, with
+	// Verify, the "verifying" phase.
+	Progress progress.Reporter
 	// Verify reads the target back and checks every copied chunk against
 	// the SHA-256 taken from the source as it was read.
 	Verify bool
@@ -40,13 +43,18 @@ type CloneResult struct {
 // since nothing is compressed and bigger requests suit both disks.
 const cloneChunk = 1 << 20
 
-// Clone copies the bytes plan selects from src to t in one pass: one
-// goroutine reads in order, workers write with WriteAt (order does not
-// matter), zero chunks become ZeroRange, unused ones Unused.
+// Clone copies the bytes plan selects from src to t in one pass: capture's
+// reader (one goroutine, in order) feeds workers that write through the
+// restore target's ChunkWriter: all-zero chunks become zero runs, chunks
+// the plan does not touch are unused.
 func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt CloneOptions) (*CloneResult, error) {
 	start := time.Now()
-	prog := orNoProgress(opt.Progress)
-	prog.Start(plan.Size)
+	if plan.Size != t.DiskSize() {
+		return nil, fmt.Errorf("clone: the plan covers %d bytes, the target was opened for %d", plan.Size, t.DiskSize())
+	}
+	prog := progress.Or(opt.Progress)
+	prog.Start("copying", plan.Size)
+	w := NewChunkWriter(t, cloneChunk, prog)
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
@@ -63,104 +71,57 @@ func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt Clon
 	work := make(chan job, inflight)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	res := &CloneResult{DiskBytes: plan.Size}
 	var (
 		mu   sync.Mutex
 		werr error
-		sums []chunkSum
-		runs []imagefmt.ZeroRun
 	)
-	fail := func(err error) {
-		mu.Lock()
-		if werr == nil {
-			werr = err
-		}
-		mu.Unlock()
-		cancel()
-	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				off := j.chunk * cloneChunk
 				var err error
 				if imagefmt.IsZero(j.buf) {
-					err = t.ZeroRange(off, int64(len(j.buf)))
-					mu.Lock()
-					res.ZeroedBytes += int64(len(j.buf))
-					runs = append(runs, imagefmt.ZeroRun{Start: j.chunk, Count: 1})
-					mu.Unlock()
+					err = w.ZeroRun(imagefmt.ZeroRun{Start: j.chunk, Count: 1})
 				} else {
 					var sum [32]byte
 					if opt.Verify {
 						sum = sha256.Sum256(j.buf)
 					}
-					_, err = t.WriteAt(j.buf, off)
-					mu.Lock()
-					res.WrittenBytes += int64(len(j.buf))
-					if opt.Verify {
-						sums = append(sums, chunkSum{j.chunk, sum})
-					}
-					mu.Unlock()
+					err = w.WriteChunk(j.chunk, j.buf, sum)
 				}
 				if err != nil {
-					fail(fmt.Errorf("write target at byte %d: %w", off, err))
+					mu.Lock()
+					if werr == nil {
+						werr = err
+					}
+					mu.Unlock()
+					cancel()
 				}
-				prog.Add(int64(len(j.buf)))
 				free <- j.buf[:cap(j.buf)]
 			}
 		}()
 	}
-
-	// Reader: in order, coalescing unused chunks into one Unused call.
-	readErr := func() error {
-		defer close(work)
-		it := newRangeIter(plan.Used, plan.Size)
-		pf := newPrefetcher(src, plan, cloneChunk)
-		n := (plan.Size + cloneChunk - 1) / cloneChunk
-		unusedFrom := int64(-1)
-		flushUnused := func(end int64) error {
-			if unusedFrom < 0 {
-				return nil
-			}
-			off, l := unusedFrom*cloneChunk, min(end*cloneChunk, plan.Size)-unusedFrom*cloneChunk
-			unusedFrom = -1
-			res.UnusedBytes += l
-			prog.Add(l)
-			return t.Unused(off, l)
+	rd := &chunkReader{src: src, plan: plan, cs: cloneChunk}
+	readErr := rd.each(ctx, func() ([]byte, error) {
+		select {
+		case b := <-free:
+			return b, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		for c := int64(0); c < n; c++ {
-			off := c * cloneChunk
-			clen := min(int64(cloneChunk), plan.Size-off)
-			pf.advance(off)
-			parts := it.within(off, clen)
-			if len(parts) == 0 {
-				if unusedFrom < 0 {
-					unusedFrom = c
-				}
-				continue
-			}
-			if err := flushUnused(c); err != nil {
-				return err
-			}
-			var b []byte
-			select {
-			case b = <-free:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			b = b[:clen]
-			n, err := readParts(src, b, off, parts)
-			if err != nil {
-				return err
-			}
-			res.ReadBytes += n
-			work <- job{chunk: c, buf: b}
+	}, func(c int64, b []byte) error {
+		select {
+		case work <- job{chunk: c, buf: b}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return flushUnused(n)
-	}()
+	}, func(c int64) error {
+		return w.Unused(c, 1)
+	})
+	close(work)
 	wg.Wait()
 	if werr != nil {
 		return nil, fmt.Errorf("clone: %w", werr)
@@ -168,15 +129,21 @@ func Clone(ctx context.Context, src io.ReaderAt, plan *Plan, t *Target, opt Clon
 	if readErr != nil {
 		return nil, fmt.Errorf("clone: %w", readErr)
 	}
+	if err := w.Finish(); err != nil {
+		return nil, fmt.Errorf("clone: %w", err)
+	}
+	st := w.Stats()
+	res := &CloneResult{DiskBytes: plan.Size, ReadBytes: rd.ReadBytes, WrittenBytes: st.Written,
+		ZeroedBytes: st.Zeroed, UnusedBytes: st.Unused}
 	if opt.Verify {
 		if opt.testHookBeforeVerify != nil {
 			opt.testHookBeforeVerify(t)
 		}
-		if err := t.f.Sync(); err != nil {
-			return nil, err
+		digest, err := w.Digest()
+		if err == nil {
+			_, err = w.Verify(ctx, digest, prog)
 		}
-		dropCache(t.f)
-		if err := verifyReadBack(ctx, t, cloneChunk, plan.Size, sums, runs, workers); err != nil {
+		if err != nil {
 			return nil, fmt.Errorf("clone: %w", err)
 		}
 		res.Verified = true

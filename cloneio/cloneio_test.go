@@ -43,7 +43,7 @@ func TestCloneVerifyCatchesDamage(t *testing.T) {
 	plan := SectorPlan(dev.Size, 512)
 	for _, damage := range []bool{false, true} {
 		dst := filepath.Join(t.TempDir(), "dst.img")
-		tg, err := OpenTarget(dst, dev.Size, TargetOptions{})
+		tg, err := OpenTarget(dst, dev.Size, 0, TargetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,7 +64,7 @@ func TestCloneVerifyCatchesDamage(t *testing.T) {
 		if err != nil || !res.Verified {
 			t.Fatalf("clone: %v", err)
 		}
-		if err := tg.Commit(); err != nil {
+		if _, err := tg.Commit(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := os.ReadFile(dst)
@@ -89,7 +89,7 @@ func TestRestoreVerifyAndSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(t.TempDir(), "out.img")
-	tg, err := OpenTarget(dst, r.Size(), TargetOptions{})
+	tg, err := OpenTarget(dst, r.Size(), 0, TargetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestRestoreVerifyAndSparse(t *testing.T) {
 	if err != nil || !res.Verified {
 		t.Fatal(err)
 	}
-	if err := tg.Commit(); err != nil {
+	if _, err := tg.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(dst)

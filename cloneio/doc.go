@@ -14,12 +14,23 @@
 //     describes the disk in the image header.
 //   - chunk states (imagefmt): stored, zero (used, all zero: must be zeroed
 //     on a device), unused (free space: left alone, or discarded).
-//   - Progress: a counter the caller passes in; no-op by default.
+//   - Target: where a disk is written, a block device or a regular file.
+//     Restore, clone and multicast receive all open it, write it through a
+//     ChunkWriter, and end with Commit (the partition table fitted to the
+//     target: the GPT backup at the end of a larger disk, --grow,
+//     --new-disk-guid; a file renamed into place) or Abort.
+//   - ChunkWriter: the one write path onto a Target — stored chunks written
+//     in any order from many goroutines, zero runs zeroed, unused chunks
+//     left alone — and the one read-back check (Verify), which recomputes
+//     the image digest from what the target holds.
+//   - progress: a progress.Reporter the caller passes in; nil is a no-op.
 //
-// Capture reads sequentially with one goroutine, compresses on all cores
-// (one imagefmt.Encoder per worker) and writes frames in order through a
-// bounded queue, so memory stays a few MiB whatever the disk size.
-// Restore decodes on all cores and writes with WriteAt, so order does not
-// matter; a regular-file target is sparse (holes where nothing is stored)
-// and is written under a temporary name, then renamed.
+// Capture and clone read the source with one reader (chunkReader): one
+// goroutine in order, prefetching ahead, skipping chunks the plan does
+// not touch. Capture compresses on all cores (one imagefmt.Encoder per
+// worker) and writes frames in order through a bounded queue, so memory
+// stays a few MiB whatever the disk size. Restore decodes on all cores and
+// writes with WriteAt, so order does not matter; a regular-file target is
+// sparse (holes where nothing is stored) and is written under a temporary
+// name, then renamed.
 package cloneio

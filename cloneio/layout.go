@@ -20,29 +20,31 @@ type LayoutOptions struct {
 	NewGUIDs bool
 }
 
-// LayoutResult says what FitLayout changed.
+// LayoutResult says what Commit changed in the partition table. The JSON
+// keys are those of every --json output.
 type LayoutResult struct {
-	Relocated bool   // the GPT backup moved to the target's end
-	Grown     int    // number of the partition grown, 0 if none
-	GrownTo   int64  // its new size in bytes
-	FSGrown   string // filesystem grown ("ext4"), "" if none
-	NewGUIDs  bool
-	Notes     []string
+	Relocated bool     `json:"gpt_backup_moved"` // the GPT backup moved to the target's end
+	FSGrown   string   `json:"grown_filesystem"` // filesystem grown ("ext4"), "" if none
+	Grown     int      `json:"grown_partition"`  // number of the partition grown, 0 if none
+	GrownTo   int64    `json:"grown_to_bytes"`   // its new size in bytes
+	NewGUIDs  bool     `json:"new_guids"`
+	Notes     []string `json:"notes"`
 }
 
-// FitLayout adapts the partition table written to t for a disk of diskSize
-// bytes to the target's real size, and applies opt.
-func FitLayout(ctx context.Context, t *Target, diskSize int64, sectorSize int, opt LayoutOptions) (*LayoutResult, error) {
-	res := &LayoutResult{}
-	tbl, err := parttable.Read(t.f, diskSize, sectorSize)
+// fitLayout adapts the partition table written to t for a disk of
+// t.diskSize bytes to the target's real size, and applies t.layout.
+func (t *Target) fitLayout(ctx context.Context) (*LayoutResult, error) {
+	opt := t.layout
+	res := &LayoutResult{Notes: []string{}}
+	tbl, err := parttable.Read(t.f, t.diskSize, t.sectorSize)
 	if err != nil {
 		if opt.Grow || opt.NewGUIDs {
 			return nil, fmt.Errorf("read the written partition table: %w", err)
 		}
 		return res, nil // no table we understand: nothing to move
 	}
-	if tbl.Kind == parttable.KindGPT && t.Size != diskSize {
-		if err := parttable.RelocateGPT(t.f, diskSize, t.Size, tbl.SectorSize); err != nil {
+	if tbl.Kind == parttable.KindGPT && t.Size != t.diskSize {
+		if err := parttable.RelocateGPT(t.f, t.diskSize, t.Size, tbl.SectorSize); err != nil {
 			return nil, err
 		}
 		res.Relocated = true

@@ -2,23 +2,23 @@ package cloneio
 
 import (
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"runtime"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // RestoreOptions configure a restore; the zero value is the default.
 type RestoreOptions struct {
-	Workers  int // 0: GOMAXPROCS
-	Progress Progress
+	Workers int // 0: GOMAXPROCS
+	// Progress is told of the "writing" phase (disk bytes) and, with
+	// Verify, the "verifying" phase.
+	Progress progress.Reporter
 	// Verify reads the target back after writing and checks every stored
 	// chunk against its checksum and every zero run for zeros.
 	Verify bool
@@ -35,46 +35,30 @@ type RestoreResult struct {
 	Wall         time.Duration
 }
 
-// chunkSum remembers a stored chunk's checksum for verification.
-type chunkSum struct {
-	chunk int64
-	sum   [32]byte
-}
-
 // restoreItem is one step for the writers: a frame to decode and write.
 type restoreItem struct {
 	raw []byte
 	buf *[]byte
 }
 
-// restorer holds what the image-specific feeders share.
+// restorer feeds the frames and zero runs of an image, in chunk order, to
+// decoding workers that write them through a ChunkWriter.
 type restorer struct {
-	hdr    *imagefmt.Header
-	t      *Target
-	prog   Progress
-	res    *RestoreResult
-	digest *imagefmt.Digester
-	next   int64 // next chunk not yet accounted for
-	sums   []chunkSum
-	runs   []imagefmt.ZeroRun
-	pool   sync.Pool
-	work   chan restoreItem
-	mu     sync.Mutex
-	werr   error
+	hdr  *imagefmt.Header
+	w    *ChunkWriter
+	next int64 // next chunk not yet accounted for
+	pool sync.Pool
+	work chan restoreItem
+	mu   sync.Mutex
+	werr error
 }
 
 func newRestorer(hdr *imagefmt.Header, t *Target, opt RestoreOptions) *restorer {
-	r := &restorer{hdr: hdr, t: t, prog: orNoProgress(opt.Progress), res: &RestoreResult{DiskBytes: hdr.DiskSize},
-		digest: imagefmt.NewDigester(hdr)}
+	prog := progress.Or(opt.Progress)
+	prog.Start("writing", hdr.DiskSize)
+	r := &restorer{hdr: hdr, w: NewChunkWriter(t, hdr.ChunkSize, prog)}
 	r.pool.New = func() any { b := make([]byte, imagefmt.FrameBufSize(hdr.ChunkSize)); return &b }
-	r.prog.Start(hdr.DiskSize)
 	return r
-}
-
-func (r *restorer) chunkRange(c, n int64) (off, length int64) {
-	off = c * int64(r.hdr.ChunkSize)
-	end := min((c+n)*int64(r.hdr.ChunkSize), r.hdr.DiskSize)
-	return off, end - off
 }
 
 // unusedTo accounts chunks [r.next, c) as unused.
@@ -82,29 +66,17 @@ func (r *restorer) unusedTo(c int64) error {
 	if c <= r.next {
 		return nil
 	}
-	off, n := r.chunkRange(r.next, c-r.next)
+	n := c - r.next
 	r.next = c
-	r.res.UnusedBytes += n
-	r.prog.Add(n)
-	if err := r.t.Unused(off, n); err != nil {
-		return fmt.Errorf("discard target bytes %d-%d: %w", off, off+n-1, err)
-	}
-	return nil
+	return r.w.Unused(c-n, n)
 }
 
 func (r *restorer) zeroRun(z imagefmt.ZeroRun) error {
 	if err := r.unusedTo(z.Start); err != nil {
 		return err
 	}
-	off, n := r.chunkRange(z.Start, z.Count)
 	r.next = z.Start + z.Count
-	r.runs = append(r.runs, z)
-	r.res.ZeroedBytes += n
-	r.prog.Add(n)
-	if err := r.t.ZeroRange(off, n); err != nil {
-		return fmt.Errorf("zero target bytes %d-%d: %w", off, off+n-1, err)
-	}
-	return nil
+	return r.w.ZeroRun(z)
 }
 
 // frame queues a frame (raw bytes in a pooled buffer) for the writers.
@@ -112,10 +84,6 @@ func (r *restorer) frame(ctx context.Context, f imagefmt.Frame, buf *[]byte) err
 	if err := r.unusedTo(f.Chunk); err != nil {
 		return err
 	}
-	if err := r.digest.Add(f.Chunk, f.Sum); err != nil {
-		return err
-	}
-	r.sums = append(r.sums, chunkSum{f.Chunk, f.Sum})
 	r.next = f.Chunk + 1
 	select {
 	case r.work <- restoreItem{raw: f.Raw, buf: buf}:
@@ -139,7 +107,8 @@ func (r *restorer) failed() error {
 	return r.werr
 }
 
-// run starts the writers, calls feed, and waits.
+// run starts the writers, calls feed, waits, and accounts the chunks
+// after the last one fed as unused.
 func (r *restorer) run(ctx context.Context, opt RestoreOptions, feed func(ctx context.Context) error) error {
 	workers := opt.Workers
 	if workers <= 0 {
@@ -149,37 +118,17 @@ func (r *restorer) run(ctx context.Context, opt RestoreOptions, feed func(ctx co
 	defer cancel()
 	r.work = make(chan restoreItem, workers*2)
 	var wg sync.WaitGroup
-	var written sync.Mutex
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out := make([]byte, r.hdr.ChunkSize)
 			for it := range r.work {
-				f, err := imagefmt.ParseFrame(it.raw, r.hdr.ChunkSize)
-				var data []byte
-				if err == nil {
-					data, err = f.Decode(out)
-				}
-				if err == nil {
-					off := f.Chunk * int64(r.hdr.ChunkSize)
-					if _, werr := r.t.WriteAt(data, off); werr != nil {
-						err = fmt.Errorf("write target at byte %d: %w", off, werr)
-					} else {
-						written.Lock()
-						r.res.WrittenBytes += int64(len(data))
-						written.Unlock()
-						r.prog.Add(int64(len(data)))
-					}
-				} else {
-					off := f.Chunk * int64(r.hdr.ChunkSize)
-					err = &imagefmt.ChunkError{Chunk: f.Chunk, Off: off, Len: int64(r.hdr.ChunkLen(f.Chunk)), Err: err}
-				}
-				r.pool.Put(it.buf)
-				if err != nil {
+				if err := r.write(it, out); err != nil {
 					r.fail(err)
 					cancel()
 				}
+				r.pool.Put(it.buf)
 			}
 		}()
 	}
@@ -192,7 +141,21 @@ func (r *restorer) run(ctx context.Context, opt RestoreOptions, feed func(ctx co
 	if ferr != nil {
 		return ferr
 	}
-	return r.unusedTo(r.hdr.NumChunks())
+	return r.w.Finish()
+}
+
+// write checks and decodes one frame and writes its chunk.
+func (r *restorer) write(it restoreItem, out []byte) error {
+	f, err := imagefmt.ParseFrame(it.raw, r.hdr.ChunkSize)
+	var data []byte
+	if err == nil {
+		data, err = f.Decode(out)
+	}
+	if err != nil {
+		off := f.Chunk * int64(r.hdr.ChunkSize)
+		return &imagefmt.ChunkError{Chunk: f.Chunk, Off: off, Len: int64(r.hdr.ChunkLen(f.Chunk)), Err: err}
+	}
+	return r.w.WriteChunk(f.Chunk, data, f.Sum)
 }
 
 // RestoreImage writes the disk held in img to t.
@@ -229,10 +192,13 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if r.digest.Sum() != img.Digest() {
+	// The frames' own checksums were checked as they were decoded; their
+	// sums must also add up to the digest the image was sealed with.
+	digest, err := r.w.Digest()
+	if err != nil || digest != img.Digest() {
 		return nil, fmt.Errorf("restore: %w: the chunks' checksums do not add up to the image digest", imagefmt.ErrCorrupt)
 	}
-	return r.finish(ctx, opt, start)
+	return r.finish(ctx, opt, digest, start)
 }
 
 // RestoreStream writes the disk read from an image stream to t.
@@ -266,111 +232,22 @@ func RestoreStream(ctx context.Context, s *imagefmt.StreamReader, t *Target, opt
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	return r.finish(ctx, opt, start)
+	digest, err := r.w.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	return r.finish(ctx, opt, digest, start)
 }
 
-func (r *restorer) finish(ctx context.Context, opt RestoreOptions, start time.Time) (*RestoreResult, error) {
+func (r *restorer) finish(ctx context.Context, opt RestoreOptions, digest [32]byte, start time.Time) (*RestoreResult, error) {
+	st := r.w.Stats()
+	res := &RestoreResult{DiskBytes: r.hdr.DiskSize, WrittenBytes: st.Written, ZeroedBytes: st.Zeroed, UnusedBytes: st.Unused}
 	if opt.Verify {
-		if err := verifyTarget(ctx, r.t, r.hdr, r.sums, r.runs, opt.Workers); err != nil {
+		if _, err := r.w.Verify(ctx, digest, opt.Progress); err != nil {
 			return nil, err
 		}
-		r.res.Verified = true
+		res.Verified = true
 	}
-	r.res.Wall = time.Since(start)
-	return r.res, nil
-}
-
-// ErrVerify is wrapped when a target does not read back as written.
-var ErrVerify = errors.New("cloneio: target verification failed")
-
-// verifyTarget reads back stored chunks and zero runs from the target.
-func verifyTarget(ctx context.Context, t *Target, hdr *imagefmt.Header, sums []chunkSum, runs []imagefmt.ZeroRun, workers int) error {
-	if err := t.f.Sync(); err != nil {
-		return fmt.Errorf("verify: sync: %w", err)
-	}
-	dropCache(t.f)
-	return verifyReadBack(ctx, t, hdr.ChunkSize, hdr.DiskSize, sums, runs, workers)
-}
-
-// verifyReadBack checks the chunks of ra against sums and runs.
-func verifyReadBack(ctx context.Context, ra io.ReaderAt, chunkSize int, diskSize int64, sums []chunkSum, runs []imagefmt.ZeroRun, workers int) error {
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	type job struct {
-		chunk int64
-		sum   [32]byte
-		zero  bool
-	}
-	jobs := make(chan job, workers*2)
-	var mu sync.Mutex
-	type badChunk struct {
-		chunk int64
-		err   error
-	}
-	var bad []badChunk
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, chunkSize)
-			for j := range jobs {
-				off := j.chunk * int64(chunkSize)
-				n := min(int64(chunkSize), diskSize-off)
-				b := buf[:n]
-				_, err := ra.ReadAt(b, off)
-				if err == nil {
-					if j.zero && !imagefmt.IsZero(b) {
-						err = errors.New("not zero")
-					} else if !j.zero && sha256.Sum256(b) != j.sum {
-						err = errors.New("content differs from the image")
-					}
-				}
-				if err != nil {
-					mu.Lock()
-					bad = append(bad, badChunk{j.chunk, fmt.Errorf("chunk %d (disk bytes %d-%d): %w", j.chunk, off, off+n-1, err)})
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	send := func(j job) bool {
-		select {
-		case jobs <- j:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
-	ok := true
-	for _, s := range sums {
-		if ok = send(job{chunk: s.chunk, sum: s.sum}); !ok {
-			break
-		}
-	}
-	for _, z := range runs {
-		for c := z.Start; ok && c < z.Start+z.Count; c++ {
-			ok = send(job{chunk: c, zero: true})
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if len(bad) > 0 {
-		// Workers finish out of order: report in disk order.
-		sort.Slice(bad, func(i, j int) bool { return bad[i].chunk < bad[j].chunk })
-		var errs []error
-		for i, b := range bad {
-			if i == 20 {
-				errs = append(errs, fmt.Errorf("... and %d more", len(bad)-20))
-				break
-			}
-			errs = append(errs, b.err)
-		}
-		return fmt.Errorf("%w: %w", ErrVerify, errors.Join(errs...))
-	}
-	return nil
+	res.Wall = time.Since(start)
+	return res, nil
 }

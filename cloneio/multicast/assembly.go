@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/dimg-project/dimg/internal/bitset"
 )
 
 // Object states on the receiver.
@@ -20,7 +22,7 @@ type assembler struct {
 	g      *geometry
 	cs     *codecs
 	state  []uint8
-	have   bitset // state != objMissing
+	have   bitset.Set // state != objMissing
 	parts  map[uint32]*partial
 	used   int64 // bytes held by partial objects
 	budget int64
@@ -62,7 +64,7 @@ func (b *pblock) has(i uint8) bool { return b.have[i>>6]&(1<<(i&63)) != 0 }
 func (b *pblock) mark(i uint8)     { b.have[i>>6] |= 1 << (i & 63) }
 
 func newAssembler(g *geometry, cs *codecs, budget int64) *assembler {
-	a := &assembler{g: g, cs: cs, state: make([]uint8, g.objects), have: newBitset(int64(g.objects)),
+	a := &assembler{g: g, cs: cs, state: make([]uint8, g.objects), have: bitset.New(int64(g.objects)),
 		parts: map[uint32]*partial{}, budget: budget}
 	a.bufLen = g.symbols(maxFrameLen(g.chunkSize)) * g.sym
 	a.pool.New = func() any { b := make([]byte, a.bufLen); return &b }
@@ -72,9 +74,9 @@ func newAssembler(g *geometry, cs *codecs, budget int64) *assembler {
 func (a *assembler) setState(o uint32, s uint8) {
 	a.state[o] = s
 	if s == objMissing {
-		a.have.clear(int64(o))
+		a.have.Remove(int64(o))
 	} else {
-		a.have.set(int64(o))
+		a.have.Add(int64(o))
 	}
 	if s == objWritten {
 		a.written++
@@ -274,8 +276,8 @@ func (a *assembler) nacks(edge position, all, whole bool, limit int) []nack {
 	if !whole {
 		return out
 	}
-	for o := a.have.nextClear(a.low, end); o < end; {
-		stop := a.have.next(o)
+	for o := a.have.NextClear(a.low, end); o < end; {
+		stop := a.have.Next(o)
 		if stop < 0 || stop > end {
 			stop = end
 		}
@@ -283,7 +285,7 @@ func (a *assembler) nacks(edge position, all, whole bool, limit int) []nack {
 		if len(out) >= limit {
 			return out
 		}
-		o = a.have.nextClear(stop, end)
+		o = a.have.NextClear(stop, end)
 	}
 	return out
 }

@@ -15,9 +15,12 @@
 //     raw payload, exactly as stored in the file). Objects are numbered
 //     0..N-1 in chunk order; a receiver checks each frame's CRC and SHA-256
 //     before it writes the chunk. After the frames come zero-run tables
-//     (zeroruns.go): the chunks that were in use and all zero, which a
+//     (wire.go): the chunks that were in use and all zero, which a
 //     device target must zero, unlike unused chunks, which it leaves alone
-//     as restore does.
+//     as restore does. A receiver writes through cloneio's restore target
+//     (cloneio.Target and ChunkWriter), exactly as restore and clone do:
+//     the same zero and unused handling, read-back check and commit, which
+//     fits the partition table to a larger disk.
 //   - symbol: a piece of an object that fits one datagram (1424 bytes for
 //     a 1500-byte MTU, 1408 with a key); the last one of an object is
 //     short and is zero-padded for the parity arithmetic.

@@ -3,7 +3,6 @@ package multicast
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -15,8 +14,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sort"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
@@ -50,10 +48,13 @@ type ReceiveOptions struct {
 	Name string
 
 	// Target configures the default target (Force to overwrite an
-	// existing file, Discard to discard unused ranges of a device).
+	// existing file, Discard to discard unused ranges of a device, Layout
+	// for the partition table on a larger target).
 	Target cloneio.TargetOptions
-	// OpenTarget opens the target; nil means this package's OpenTarget.
-	OpenTarget func(path string, diskSize int64) (Target, error)
+	// OpenTarget opens the target, the one restore target of cloneio;
+	// nil means cloneio.OpenTarget with Target. A caller sets it to
+	// register the target's cleanup (Abort on an interrupt).
+	OpenTarget func(path string, diskSize int64, sectorSize int) (*cloneio.Target, error)
 
 	Progress Progress
 	Logger   *slog.Logger
@@ -96,6 +97,9 @@ type ReceiveResult struct {
 	Duration     time.Duration `json:"duration_ns"`
 	Verify       time.Duration `json:"verify_ns"`
 	Acknowledged bool          `json:"acknowledged"` // the sender confirmed it got the result
+	// Layout says how the partition table was fitted to the target (the
+	// GPT backup moved to the end of a larger one); nil unless committed.
+	Layout *cloneio.LayoutResult `json:"layout,omitempty"`
 }
 
 // Errors of Receive.
@@ -122,10 +126,7 @@ type writeJob struct {
 }
 
 type writeResult struct {
-	runs    []imagefmt.ZeroRun // a zero-run table's runs
 	obj     uint32
-	chunk   uint32
-	sum     [32]byte
 	logical int
 	size    int // object bytes
 	err     error
@@ -148,7 +149,8 @@ type receiver struct {
 	reply  *net.UDPConn
 	sig    *signer
 	id     uint64
-	target Target
+	target *cloneio.Target
+	w      *cloneio.ChunkWriter
 	path   string
 
 	session uint64
@@ -158,21 +160,6 @@ type receiver struct {
 	sender  netip.AddrPort
 	cs      codecs
 	asm     *assembler
-	chunkOf []uint32 // per frame object: its chunk
-	// sums holds each frame object's SHA-256 (from its verified frame).
-	// With chunkOf and the assembler's state that is about 37 bytes per
-	// stored chunk: 150 MiB for a TiB of 256 KiB chunks (maxObjects bounds
-	// it). The final check compares whole sums; the digest needs them all.
-	sums [][32]byte
-	// Streaming verification (verifyAhead): objects written and waiting to
-	// be read back, and those whose read-back already matched.
-	vmu      sync.Mutex
-	vpending []uint32
-	vbytes   int64
-	vlast    time.Time
-	checked  bitset
-	tables   [][]imagefmt.ZeroRun
-	runs     []imagefmt.ZeroRun // all zero runs, once every table arrived
 
 	edge, prevEdge position
 	passDone       bool
@@ -228,7 +215,9 @@ func Receive(ctx context.Context, path string, opt ReceiveOptions) (*ReceiveResu
 	}
 	if opt.OpenTarget == nil {
 		topt := opt.Target
-		opt.OpenTarget = func(p string, size int64) (Target, error) { return OpenTarget(p, size, topt) }
+		opt.OpenTarget = func(p string, size int64, sectorSize int) (*cloneio.Target, error) {
+			return cloneio.OpenTarget(p, size, sectorSize, topt)
+		}
 	}
 	ep, err := resolveEndpoint(opt.Group, opt.Port, opt.Interface)
 	if err != nil {
@@ -267,22 +256,18 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 		ImageID: formatUUID(r.ann.uuid), Digest: hex.EncodeToString(r.ann.digest[:]), DiskSize: r.ann.diskSize,
 		Objects: int(r.ann.objects)}
 	r.log.Info("joined session", "session", r.res.Session, "sender", r.sender, "objects", r.ann.objects)
-	t, err := r.opt.OpenTarget(r.path, r.ann.diskSize)
+	t, err := r.opt.OpenTarget(r.path, r.ann.diskSize, r.ann.sectorSize)
 	if err != nil {
 		return nil, err
 	}
 	r.target = t
-	committed := false
-	defer func() {
-		if !committed {
-			t.Abort()
-		}
-	}()
-	go r.readReplies()
-	vstop, vdone := make(chan struct{}), make(chan struct{})
-	go r.verifyAhead(ctx, vstop, vdone)
-	stopVerify := sync.OnceFunc(func() { close(vstop); <-vdone })
+	defer t.Abort() // a no-op once committed
+	// Every chunk goes through the restore target's writer; while the
+	// network is the bottleneck, written chunks are read back already.
+	r.w = cloneio.NewChunkWriter(t, r.ann.chunkSize, nil)
+	stopVerify := r.w.VerifyAhead(ctx)
 	defer stopVerify()
+	go r.readReplies()
 
 	workers := max(1, min(runtime.GOMAXPROCS(0), 4))
 	r.writeq = make(chan writeJob, 2*workers)
@@ -313,14 +298,17 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 	stopVerify()
 	d := r.finish(ctx, err)
 	if d.result == resultOK {
-		// Only a verified target becomes final (a file is renamed into
-		// place); anything else is discarded, as restore does.
-		committed = true
-		if err := t.Commit(); err != nil {
+		// Only a verified target becomes final: its partition table is
+		// fitted to it (the GPT backup at the end of a larger disk) and a
+		// file is renamed into place. Anything else is discarded, as
+		// restore does.
+		lres, err := t.Commit(ctx)
+		if err != nil {
 			d = &done{id: r.id, result: resultError, written: d.written, digest: d.digest,
 				message: "commit target: " + err.Error()}
 			r.res.OK, r.res.Result, r.res.Message = false, "error", d.message
 		}
+		r.res.Layout = lres
 	}
 	r.res.Duration = time.Since(start)
 	r.res.Packets = r.dataPkts
@@ -396,10 +384,6 @@ func (r *receiver) findSession(ctx context.Context) error {
 		r.session, r.tag, r.ann, r.sender = h.session, h.digestTag, a, from
 		r.g = geometry{sym: a.symSize, k: a.k, p: a.p, objects: a.objects, frames: a.frames, chunkSize: a.chunkSize, numChunks: a.numChunks()}
 		r.asm = newAssembler(&r.g, &r.cs, r.opt.MemoryBudget)
-		r.chunkOf = make([]uint32, a.frames)
-		r.sums = make([][32]byte, a.frames)
-		r.checked = newBitset(int64(a.frames))
-		r.tables = make([][]imagefmt.ZeroRun, a.objects-a.frames)
 		r.lastHeard = time.Now()
 		r.applyAnnounce(a)
 		return nil
@@ -604,16 +588,6 @@ func (r *receiver) result(res writeResult) {
 		}
 		r.asm.setState(res.obj, objMissing)
 	default:
-		if res.obj < r.g.frames {
-			r.chunkOf[res.obj] = res.chunk
-			r.sums[res.obj] = res.sum
-			r.vmu.Lock()
-			r.vpending = append(r.vpending, res.obj)
-			r.vbytes += int64(res.logical)
-			r.vmu.Unlock()
-		} else {
-			r.tables[res.obj-r.g.frames] = res.runs
-		}
 		r.asm.setState(res.obj, objWritten)
 		r.res.BytesWritten += int64(res.logical)
 		r.done += int64(res.size)
@@ -645,11 +619,24 @@ func (r *receiver) writer(ctx context.Context) {
 	}
 }
 
+// write checks one complete object and writes it through the chunk
+// writer: a frame's chunk, or a zero-run table's runs. A damaged object is
+// asked for again; a target that cannot be written (or a chunk written
+// twice) ends the session.
 func (r *receiver) write(j writeJob, out []byte) writeResult {
-	res := writeResult{obj: j.obj, chunk: j.chunk, fetch: j.fetch}
+	res := writeResult{obj: j.obj, fetch: j.fetch, size: len(j.raw)}
 	if j.obj >= r.g.frames {
-		res.runs, res.err = parseZeroRunTable(j.raw, r.ann.numChunks())
-		res.size = len(j.raw)
+		runs, err := parseZeroRunTable(j.raw, r.ann.numChunks())
+		if err != nil {
+			res.err = fmt.Errorf("object %d: %w", j.obj, err)
+			return res
+		}
+		for _, z := range runs {
+			if err := r.w.ZeroRun(z); err != nil {
+				res.err, res.fatal = fmt.Errorf("multicast: %w", err), true
+				return res
+			}
+		}
 		return res
 	}
 	f, err := imagefmt.ParseFrame(j.raw, r.ann.chunkSize)
@@ -664,13 +651,11 @@ func (r *receiver) write(j writeJob, out []byte) writeResult {
 		res.err = fmt.Errorf("object %d: %w", j.obj, err)
 		return res
 	}
-	if _, err := r.target.WriteAt(data, int64(j.chunk)*int64(r.ann.chunkSize)); err != nil {
-		res.err, res.fatal = fmt.Errorf("multicast: write target: %w", err), true
+	if err := r.w.WriteChunk(f.Chunk, data, f.Sum); err != nil {
+		res.err, res.fatal = fmt.Errorf("multicast: %w", err), true
 		return res
 	}
-	res.sum = f.Sum
 	res.logical = len(data)
-	res.size = len(j.raw)
 	return res
 }
 
@@ -777,7 +762,7 @@ func (r *receiver) dispatchFetches(edge position, all bool) {
 	if all {
 		end = int64(r.ann.objects)
 	}
-	for o := r.asm.have.nextClear(r.asm.low, end); o < end && r.fetching < maxFetchOutstanding; o = r.asm.have.nextClear(o+1, end) {
+	for o := r.asm.have.NextClear(r.asm.low, end); o < end && r.fetching < maxFetchOutstanding; o = r.asm.have.NextClear(o+1, end) {
 		r.asm.setState(uint32(o), objFetching)
 		r.fetching++
 		r.inflight++
@@ -908,7 +893,7 @@ func (r *receiver) finish(ctx context.Context, recvErr error) *done {
 		runs, total := r.asm.missingRuns()
 		d.ranges, d.failed = runs, uint32(total)
 		for _, sp := range runs {
-			r.res.Missing = append(r.res.Missing, ChunkRange{int64(sp.first), int64(sp.count)})
+			r.res.Missing = append(r.res.Missing, ChunkRange{First: int64(sp.first), Count: int64(sp.count)})
 		}
 		r.res.MissingCount = total
 		msg := fmt.Sprintf("%d of %d objects never arrived", total, r.ann.objects)
@@ -920,26 +905,15 @@ func (r *receiver) finish(ctx context.Context, recvErr error) *done {
 	vstart := time.Now()
 	type result struct {
 		digest [32]byte
-		bad    []span
-		nbad   int64
 		err    error
 	}
 	ch := make(chan result, 1)
-	var checked int64
-	progress := make(chan int64, 64)
+	var checked countReporter
 	go func() {
 		var res result
-		res.err = r.layout()
+		res.err = r.w.Finish()
 		if res.err == nil {
-			res.err = r.target.Sync()
-		}
-		if res.err == nil {
-			res.digest, res.bad, res.nbad, res.err = readBack(ctx, r.target, r.ann, r.classify, func(n int64) {
-				select {
-				case progress <- n:
-				default:
-				}
-			})
+			res.digest, res.err = r.w.Verify(ctx, r.ann.digest, &checked)
 		}
 		ch <- res
 	}()
@@ -951,167 +925,35 @@ wait:
 		select {
 		case res = <-ch:
 			break wait
-		case n := <-progress:
-			checked += n
 		case <-t.C:
 			r.sendStatus(rxVerifying, nil)
-			r.prog.Update(Stats{Phase: "verifying", Done: checked, Total: r.ann.diskSize})
+			r.prog.Update(Stats{Phase: "verifying", Done: checked.n.Load(), Total: r.ann.diskSize})
 		}
 	}
 	r.res.Verify = time.Since(vstart)
 	d.digest = res.digest
+	var bad *cloneio.VerifyError
 	switch {
-	case res.err != nil:
-		return fail(resultError, res.err.Error())
-	case res.digest == r.ann.digest && res.nbad == 0:
+	case res.err == nil:
 		r.res.OK = true
 		return fail(resultOK, "")
+	case !errors.As(res.err, &bad):
+		return fail(resultError, res.err.Error())
 	}
-	d.ranges, d.failed = res.bad, uint32(res.nbad)
-	for _, sp := range res.bad {
-		r.res.Missing = append(r.res.Missing, ChunkRange{int64(sp.first), int64(sp.count)})
+	d.failed = uint32(bad.Count)
+	for _, b := range bad.Bad {
+		d.ranges = append(d.ranges, span{uint32(b.First), uint32(b.Count)})
 	}
-	r.res.MissingCount = res.nbad
-	return fail(resultMismatch, fmt.Sprintf("%d chunks read back differ from the image", res.nbad))
+	r.res.Missing = bad.Bad
+	r.res.MissingCount = bad.Count
+	return fail(resultMismatch, fmt.Sprintf("%d chunks read back differ from the image", bad.Count))
 }
 
-// classify tells what chunk c must read back as: a stored chunk's
-// SHA-256 (and its read-back sum if verifyAhead took it), zeros (a zero
-// run), or anything (unused). Called after verifyAhead stopped.
-func (r *receiver) classify(c int64) chunkCheck {
-	i := sort.Search(len(r.chunkOf), func(i int) bool { return int64(r.chunkOf[i]) >= c })
-	if i < len(r.chunkOf) && int64(r.chunkOf[i]) == c {
-		ck := chunkCheck{kind: imagefmt.ChunkStored, want: r.sums[i]}
-		if r.checked.test(int64(i)) {
-			ck.have = &r.sums[i] // read back early, and it matched
-		}
-		return ck
-	}
-	j := sort.Search(len(r.runs), func(j int) bool { return r.runs[j].Start+r.runs[j].Count > c })
-	if j < len(r.runs) && r.runs[j].Start <= c {
-		return chunkCheck{kind: imagefmt.ChunkZero}
-	}
-	return chunkCheck{kind: imagefmt.ChunkUnused}
-}
+// countReporter counts the bytes Verify reports, for the Stats updates.
+type countReporter struct{ n atomic.Int64 }
 
-// Streaming verification: while the network is the bottleneck, chunks
-// already written are flushed, dropped from the page cache and read back
-// in batches, so that at the end only the last ones (and the zero runs)
-// remain to be read. Each chunk is written once, so a sum taken early
-// stays true.
-const (
-	verifyBatch = 32 << 20        // bytes pending that start a batch
-	verifyAge   = 2 * time.Second // or this long since the last batch
-)
-
-func (r *receiver) verifyAhead(ctx context.Context, stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	buf := make([]byte, r.ann.chunkSize)
-	for {
-		select {
-		case <-t.C:
-		case <-stop:
-			return
-		case <-ctx.Done():
-			return
-		}
-		r.vmu.Lock()
-		if len(r.vpending) == 0 || r.vbytes < verifyBatch && time.Since(r.vlast) < verifyAge {
-			r.vmu.Unlock()
-			continue
-		}
-		batch := r.vpending
-		r.vpending, r.vbytes, r.vlast = nil, 0, time.Now()
-		r.vmu.Unlock()
-		if r.target.Sync() != nil {
-			continue // the final check reads them and reports
-		}
-		for _, o := range batch {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			c := int64(r.chunkOf[o])
-			b := buf[:r.ann.chunkLen(c)]
-			if _, err := r.target.ReadAt(b, c*int64(r.ann.chunkSize)); err != nil {
-				continue
-			}
-			if sha256.Sum256(b) != r.sums[o] {
-				continue // the final check reads it again and reports it
-			}
-			r.vmu.Lock()
-			r.checked.set(int64(o))
-			r.vmu.Unlock()
-		}
-	}
-}
-
-// layout checks that frames and zero runs describe one disk (increasing,
-// disjoint) and then zeroes the zero runs and hands the gaps to Unused,
-// as restore does.
-func (r *receiver) layout() error {
-	r.runs = r.runs[:0]
-	for _, t := range r.tables {
-		if len(r.runs) > 0 && len(t) > 0 && t[0].Start < r.runs[len(r.runs)-1].Start+r.runs[len(r.runs)-1].Count {
-			return fmt.Errorf("multicast: %w: zero-run tables overlap", imagefmt.ErrCorrupt)
-		}
-		r.runs = append(r.runs, t...)
-	}
-	cs := int64(r.ann.chunkSize)
-	span := func(from, to int64) (int64, int64) {
-		off := from * cs
-		return off, min(to*cs, r.ann.diskSize) - off
-	}
-	next := int64(0) // first chunk not yet accounted for
-	unused := func(to int64) error {
-		if to <= next {
-			return nil
-		}
-		off, n := span(next, to)
-		next = to
-		return r.target.Unused(off, n)
-	}
-	ri := 0
-	for i, c := range r.chunkOf {
-		if int64(c) < next || i > 0 && c <= r.chunkOf[i-1] {
-			return fmt.Errorf("multicast: %w: chunk %d out of order or inside a zero run", imagefmt.ErrCorrupt, c)
-		}
-		for ; ri < len(r.runs) && r.runs[ri].Start < int64(c); ri++ {
-			z := r.runs[ri]
-			if z.Start+z.Count > int64(c) {
-				return fmt.Errorf("multicast: %w: zero run %d+%d covers stored chunk %d", imagefmt.ErrCorrupt, z.Start, z.Count, c)
-			}
-			if err := r.zeroRun(z, unused, span, &next); err != nil {
-				return err
-			}
-		}
-		if err := unused(int64(c)); err != nil {
-			return err
-		}
-		next = int64(c) + 1
-	}
-	for ; ri < len(r.runs); ri++ {
-		if err := r.zeroRun(r.runs[ri], unused, span, &next); err != nil {
-			return err
-		}
-	}
-	return unused(r.ann.numChunks())
-}
-
-func (r *receiver) zeroRun(z imagefmt.ZeroRun, unused func(int64) error, span func(a, b int64) (int64, int64), next *int64) error {
-	if err := unused(z.Start); err != nil {
-		return err
-	}
-	off, n := span(z.Start, z.Start+z.Count)
-	*next = z.Start + z.Count
-	if err := r.target.ZeroRange(off, n); err != nil {
-		return fmt.Errorf("multicast: zero target bytes %d-%d: %w", off, off+n-1, err)
-	}
-	return nil
-}
+func (c *countReporter) Start(string, int64) { c.n.Store(0) }
+func (c *countReporter) Add(n int64)         { c.n.Add(n) }
 
 // report sends DONE until the sender acknowledges it (or gives up after
 // a few seconds; a sender that already ended gets three tries).

@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/bitset"
 )
 
 // FEC configures proactive Reed–Solomon parity: Parity symbols for every
@@ -155,10 +157,7 @@ type ReceiverReport struct {
 }
 
 // ChunkRange is a run of chunk numbers [First, First+Count).
-type ChunkRange struct {
-	First int64 `json:"first"`
-	Count int64 `json:"count"`
-}
+type ChunkRange = cloneio.ChunkRange
 
 // Drops counts packets that were received and thrown away.
 type Drops struct {
@@ -295,7 +294,7 @@ type sender struct {
 	order        []uint64 // join order
 	repairs      map[uint32]*objRepair
 	repairHeap   objHeap
-	backlog      bitset // whole objects to resend after the pass
+	backlog      bitset.Set // whole objects to resend after the pass
 	backlogN     int64
 	lastRepair   map[blockKey]time.Time
 	lastWhole    map[uint32]time.Time
@@ -406,7 +405,7 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 		chunkSize: hdr.ChunkSize, numChunks: hdr.NumChunks()}
 	s.ann = announce{symSize: sym, k: s.g.k, p: s.g.p, objects: s.g.objects, frames: frames, sectorSize: hdr.SectorSize,
 		chunkSize: hdr.ChunkSize, diskSize: hdr.DiskSize, uuid: hdr.UUID, digest: digest, bytes: uint64(s.passBytes)}
-	s.backlog = newBitset(int64(len(s.objs)))
+	s.backlog = bitset.New(int64(len(s.objs)))
 	s.pkt = make([]byte, 0, maxDatagram)
 	s.rbuf = make([]byte, 0, s.paddedLen(maxFrameLen(hdr.ChunkSize)))
 
@@ -784,7 +783,7 @@ func (s *sender) nack(nk nack, now time.Time) int64 {
 	case nackBlock:
 		o := nk.object
 		n := int(s.objs[o].length)
-		if int(nk.block) >= s.g.blocks(n) || s.backlog.test(int64(o)) {
+		if int(nk.block) >= s.g.blocks(n) || s.backlog.Test(int64(o)) {
 			return 0
 		}
 		key := blockKey{o, nk.block}
@@ -804,7 +803,7 @@ func (s *sender) nack(nk nack, now time.Time) int64 {
 		end := min(int64(nk.object)+int64(nk.count), int64(s.g.objects))
 		var syms int64
 		for o := int64(nk.object); o < end; o++ {
-			if s.backlog.test(o) {
+			if s.backlog.Test(o) {
 				continue
 			}
 			if t, ok := s.lastWhole[uint32(o)]; ok && now.Sub(t) < repairGuard {
@@ -814,7 +813,7 @@ func (s *sender) nack(nk nack, now time.Time) int64 {
 			// stragglers, evicted objects): serving them during the pass
 			// would hold everyone back. A receiver lacking a whole object
 			// holds no memory for it, so waiting costs it nothing.
-			s.backlog.set(o)
+			s.backlog.Add(o)
 			s.backlogN++
 			syms += int64(s.g.symbols(int(s.objs[o].length)))
 		}
@@ -877,12 +876,12 @@ func (s *sender) sendRepair(ctx context.Context) error {
 
 // sendBacklog resends the lowest object waiting for a repair round.
 func (s *sender) sendBacklog(ctx context.Context) error {
-	o := s.backlog.next(0)
+	o := s.backlog.Next(0)
 	if o < 0 {
 		s.backlogN = 0
 		return nil
 	}
-	s.backlog.clear(o)
+	s.backlog.Remove(o)
 	s.backlogN--
 	buf, err := s.readObject(uint32(o), s.rbuf)
 	if err != nil {
@@ -1112,7 +1111,7 @@ func (s *sender) finish(r *rxState, d *done) {
 	case resultMismatch:
 		rep.Result = "mismatch"
 		for _, sp := range d.ranges {
-			rep.Missing = append(rep.Missing, ChunkRange{int64(sp.first), int64(sp.count)})
+			rep.Missing = append(rep.Missing, ChunkRange{First: int64(sp.first), Count: int64(sp.count)})
 		}
 	case resultIncomplete:
 		rep.Result = "incomplete"
@@ -1133,7 +1132,7 @@ func (s *sender) objectsToChunks(spans []span) []ChunkRange {
 			if l := len(out); l > 0 && out[l-1].First+out[l-1].Count == c {
 				out[l-1].Count++
 			} else {
-				out = append(out, ChunkRange{c, 1})
+				out = append(out, ChunkRange{First: c, Count: 1})
 			}
 		}
 	}

@@ -68,14 +68,14 @@ func TestLoopbackBlockDevice(t *testing.T) {
 	if len(img.ZeroRuns()) == 0 {
 		t.Fatal("fixture has no zero runs")
 	}
-	tg, err := cloneio.OpenTarget(ref, img.Size(), cloneio.TargetOptions{})
+	tg, err := cloneio.OpenTarget(ref, img.Size(), img.SectorSize(), cloneio.TargetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cloneio.RestoreImage(ctx, img, tg, cloneio.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tg.Commit(); err != nil {
+	if _, err := tg.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := exec.Command("cmp", dev, ref).CombinedOutput(); err != nil {

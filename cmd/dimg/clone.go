@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 func newCloneCmd() *cobra.Command {
@@ -75,7 +76,7 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
 	var res *cloneio.CloneResult
-	t, lres, err := toTarget(cmd, "clone", targetPath, src.Size, plan.SectorSize, opt, func(t *cloneio.Target, prog cloneio.Progress) (err error) {
+	t, lres, err := toTarget(cmd, "clone", targetPath, src.Size, plan.SectorSize, opt, func(t *cloneio.Target, prog progress.Reporter) (err error) {
 		res, err = cloneio.Clone(ctx, src, plan, t, cloneio.CloneOptions{Progress: prog, Verify: opt.verify})
 		return err
 	})
@@ -86,7 +87,7 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 		return printJSON(map[string]any{
 			"source": srcPath, "target": targetPath, "disk_bytes": res.DiskBytes, "read_bytes": res.ReadBytes,
 			"written_bytes": res.WrittenBytes, "zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes,
-			"verified": res.Verified, "seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": layoutJSON(lres),
+			"verified": res.Verified, "seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
 		})
 	}
 	printLayout(cmd, lres)

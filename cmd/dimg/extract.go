@@ -64,7 +64,7 @@ func runExtract(cmd *cobra.Command, imgPath, spec, dest string, opt extract.Opti
 	}
 	bar := newProgress(cmd, "extract")
 	if fi.Mode().IsRegular() {
-		bar.Start(fi.Size())
+		bar.Start("extracting", fi.Size())
 	}
 	if bar != nil {
 		opt.Progress = extractProgress{bar}

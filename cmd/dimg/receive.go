@@ -89,8 +89,8 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 			unregister()
 		}
 	}()
-	openTarget := func(p string, size int64) (multicast.Target, error) {
-		t, err := multicast.OpenTarget(p, size, topt)
+	openTarget := func(p string, size int64, sectorSize int) (*cloneio.Target, error) {
+		t, err := cloneio.OpenTarget(p, size, sectorSize, topt)
 		if err == nil {
 			unregister = onInterrupt(t.Abort)
 		}
@@ -110,6 +110,7 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 			}
 		} else {
 			printReceiveSummary(os.Stdout, res)
+			printLayout(cmd, res.Layout)
 		}
 	}
 	return err // ErrMismatch exits 3 (exitStatus)

@@ -11,6 +11,7 @@ import (
 	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/imagefmt"
 	"github.com/dimg-project/dimg/internal/filekind"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 func newRestoreCmd() *cobra.Command {
@@ -134,7 +135,7 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		}
 	}
 	var res *cloneio.RestoreResult
-	t, lres, err := toTarget(cmd, "restore", targetPath, hdr.DiskSize, hdr.SectorSize, opt, func(t *cloneio.Target, prog cloneio.Progress) (err error) {
+	t, lres, err := toTarget(cmd, "restore", targetPath, hdr.DiskSize, hdr.SectorSize, opt, func(t *cloneio.Target, prog progress.Reporter) (err error) {
 		ropt := cloneio.RestoreOptions{Progress: prog, Verify: opt.verify}
 		if img != nil {
 			res, err = cloneio.RestoreImage(ctx, img, t, ropt)
@@ -151,7 +152,7 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		return printJSON(map[string]any{
 			"image": imgPath, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
 			"zeroed_bytes": res.ZeroedBytes, "unused_bytes": res.UnusedBytes, "verified": res.Verified,
-			"seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": layoutJSON(lres),
+			"seconds": res.Wall.Seconds(), "target_bytes": t.Size, "layout": lres,
 		})
 	}
 	if q, _ := cmd.Flags().GetBool("quiet"); !q {
@@ -163,22 +164,6 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 			humanBytes(res.WrittenBytes), humanBytes(res.ZeroedBytes), humanBytes(res.UnusedBytes), res.Wall.Round(time.Millisecond), v)
 	}
 	return nil
-}
-
-// layoutJSON is a LayoutResult with the snake_case keys of every other
-// --json output (nil when nothing was changed).
-func layoutJSON(l *cloneio.LayoutResult) any {
-	if l == nil {
-		return nil
-	}
-	notes := l.Notes
-	if notes == nil {
-		notes = []string{}
-	}
-	return map[string]any{
-		"gpt_backup_moved": l.Relocated, "new_guids": l.NewGUIDs, "grown_partition": l.Grown,
-		"grown_to_bytes": l.GrownTo, "grown_filesystem": l.FSGrown, "notes": notes,
-	}
 }
 
 // streamInput returns the file to read a streamed image from when IMAGE
@@ -227,11 +212,11 @@ func printLayout(cmd *cobra.Command, l *cloneio.LayoutResult) {
 
 // toTarget is the part restore and clone share: it opens targetPath for a
 // disk of diskSize bytes (refusing a smaller one before anything is
-// written), runs write with a progress bar, fits the partition table to the
-// target (GPT backup, --grow, --new-disk-guid) and commits. On failure or
-// interrupt a file target's temporary file is removed.
+// written), runs write with a progress bar, and commits the target, which
+// fits the partition table to it (GPT backup, --grow, --new-disk-guid). On
+// failure or interrupt a file target's temporary file is removed.
 func toTarget(cmd *cobra.Command, label, targetPath string, diskSize int64, sectorSize int, opt restoreFlags,
-	write func(t *cloneio.Target, prog cloneio.Progress) error) (*cloneio.Target, *cloneio.LayoutResult, error) {
+	write func(t *cloneio.Target, prog progress.Reporter) error) (*cloneio.Target, *cloneio.LayoutResult, error) {
 	lopt, size, err := opt.layout.options()
 	if err != nil {
 		return nil, nil, err
@@ -239,16 +224,12 @@ func toTarget(cmd *cobra.Command, label, targetPath string, diskSize int64, sect
 	if size != 0 && size < diskSize {
 		return nil, nil, fmt.Errorf("%w: --size %d is smaller than the disk (%d bytes); nothing was written", cloneio.ErrTooSmall, size, diskSize)
 	}
-	t, err := cloneio.OpenTarget(targetPath, diskSize, cloneio.TargetOptions{Force: opt.force, Discard: opt.discard, Size: size})
+	t, err := cloneio.OpenTarget(targetPath, diskSize, sectorSize, cloneio.TargetOptions{
+		Force: opt.force, Discard: opt.discard, Size: size, Layout: lopt})
 	if err != nil {
 		return nil, nil, err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			t.Abort()
-		}
-	}()
+	defer t.Abort() // a no-op once committed
 	defer onInterrupt(t.Abort)()
 	prog := newProgress(cmd, label)
 	err = write(t, prog)
@@ -256,13 +237,9 @@ func toTarget(cmd *cobra.Command, label, targetPath string, diskSize int64, sect
 	if err != nil {
 		return nil, nil, err
 	}
-	lres, err := cloneio.FitLayout(cmd.Context(), t, diskSize, sectorSize, lopt)
+	lres, err := t.Commit(cmd.Context())
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := t.Commit(); err != nil {
-		return nil, nil, err
-	}
-	committed = true
 	return t, lres, nil
 }

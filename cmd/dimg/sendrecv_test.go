@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -99,4 +100,68 @@ func TestSendReceiveCLI(t *testing.T) {
 	if n := strings.Count(s.out, " ok "); n < 2 {
 		t.Fatalf("sender summary lists %d successful receivers:\n%s", n, s.out)
 	}
+}
+
+// emptyLoopDevice attaches a new sparse file of size bytes (all zeros) as
+// a loop device, detached (once) when the test ends.
+func emptyLoopDevice(t *testing.T, size int64) (dev, file string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for loop devices")
+	}
+	file = filepath.Join(t.TempDir(), "dev.img")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(file, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", file).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev = strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev, file
+}
+
+// TestReceiveLargerGPT: receiving onto a disk larger than the image's
+// moves the GPT backup to the end, as restore does (sgdisk -v clean), and
+// the disk is byte for byte what `dimg restore` writes onto a disk of the
+// same size.
+func TestReceiveLargerGPT(t *testing.T) {
+	if _, err := exec.LookPath("sgdisk"); err != nil {
+		t.Skip("needs sgdisk")
+	}
+	src := disk(t, "gpt")
+	st, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := st.Size() + 64<<20
+	rxDev, rxFile := emptyLoopDevice(t, size)
+	refDev, _ := emptyLoopDevice(t, size)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "g.dimg")
+	mustRun(t, "capture", "-q", src, img)
+	mustRun(t, "restore", "-q", img, refDev)
+
+	ctx, cancel := context.WithTimeout(context.Background(), sendRecvTimeout)
+	defer cancel()
+	port := fmt.Sprint(43000 + int(fileSum(t, img)[1])) // apart from TestSendReceiveCLI's
+	send := startDimg(ctx, "send", "--interface", "lo", "--port", port, "--max-wait", "20s", "--max-rate", "400M", img)
+	rx := waitDimg(t, "receive", startDimg(ctx, "receive", "--interface", "lo", "--port", port, "--wait", "60s", rxDev))
+	if rx.code != 0 {
+		t.Fatalf("receive: exit %d: %s", rx.code, rx.out)
+	}
+	if s := waitDimg(t, "send", send); s.code != 0 {
+		t.Fatalf("send: exit %d\n%s", s.code, s.out)
+	}
+	if !strings.Contains(rx.out, "GPT backup") {
+		t.Errorf("receive did not say it moved the GPT backup:\n%s", rx.out)
+	}
+	if out, err := exec.Command("sgdisk", "-v", rxFile).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Fatalf("sgdisk -v on the received disk: %v\n%s", err, out)
+	}
+	sameFiles(t, refDev, rxDev)
 }

@@ -32,7 +32,7 @@ func runVerify(cmd *cobra.Command, path string, jsonOut bool) error {
 	}
 	defer src.Close()
 	prog := newProgress(cmd, "verify")
-	prog.Start(src.Size())
+	prog.Start("verifying", src.Size())
 	res, err := src.Verify(cmd.Context(), prog)
 	prog.Finish()
 	if res == nil {
