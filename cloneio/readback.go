@@ -91,7 +91,7 @@ func (w *ChunkWriter) Verify(ctx context.Context, want [32]byte, prog progress.R
 	prog = progress.Or(prog)
 	prog.Start("verifying", w.t.diskSize)
 	type check struct {
-		kind       int // imagefmt.ChunkStored, ChunkZero or ChunkUnused
+		kind       imagefmt.ChunkState
 		want, have [32]byte
 		read       bool // have must be read from the target
 		err        error

@@ -1,75 +1,43 @@
 package imagefmt
 
-import (
-	"container/list"
-	"sync"
-)
+// The Reader keeps decompressed chunks in an internal/lru cache: bounded
+// in entries (CacheBytes / ChunkSize, at least 4), concurrent reads of one
+// chunk share a single load, and a failed load is never cached, so a
+// transient read error is retried next time. A chunk not stored is cached
+// as nil (it reads as zeros).
 
-// chunkCache is a bounded LRU of decompressed chunks. Concurrent requests
-// for the same chunk share one load; failures are never cached, so a
-// transient read error is retried next time.
-type chunkCache struct {
-	mu      sync.Mutex
-	max     int
-	ll      *list.List // front = most recent; values are *cacheEntry
-	m       map[int64]*list.Element
-	loading map[int64]*load
-}
+// prefetchChunks is how many chunks a sequential read loads ahead.
+const prefetchChunks = 8
 
-type cacheEntry struct {
-	chunk int64
-	data  []byte // nil: absent chunk (zeros)
-}
-
-type load struct {
-	done chan struct{}
-	data []byte
-	err  error
-}
-
-func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, ll: list.New(), m: map[int64]*list.Element{}, loading: map[int64]*load{}}
-}
-
-func (c *chunkCache) get(chunk int64, fill func() ([]byte, error)) ([]byte, error) {
-	c.mu.Lock()
-	if el, ok := c.m[chunk]; ok {
-		c.ll.MoveToFront(el)
-		d := el.Value.(*cacheEntry).data
-		c.mu.Unlock()
-		return d, nil
-	}
-	if l, ok := c.loading[chunk]; ok {
-		c.mu.Unlock()
-		<-l.done
-		return l.data, l.err
-	}
-	l := &load{done: make(chan struct{})}
-	c.loading[chunk] = l
-	c.mu.Unlock()
-
-	l.data, l.err = fill()
-
-	c.mu.Lock()
-	delete(c.loading, chunk)
-	if l.err == nil {
-		c.m[chunk] = c.ll.PushFront(&cacheEntry{chunk: chunk, data: l.data})
-		for c.ll.Len() > c.max {
-			old := c.ll.Back()
-			c.ll.Remove(old)
-			delete(c.m, old.Value.(*cacheEntry).chunk)
+// chunk returns chunk c's bytes through the cache (nil for a chunk not
+// stored). A miss right after chunk c-1 looks like a sequential read (a
+// FUSE readahead, a restore of a partition): the next chunks are then
+// loaded in the background, so decompression runs on all cores instead of
+// one.
+func (r *Reader) chunk(c int64) ([]byte, error) {
+	if !r.cache.Has(c) && c > 0 && r.cache.Has(c-1) {
+		for k := int64(1); k <= prefetchChunks && c+k < r.hdr.NumChunks(); k++ {
+			next := c + k
+			if r.cache.Has(next) || !r.IsStored(next) {
+				continue
+			}
+			select {
+			case r.prefetch <- struct{}{}:
+				go func() {
+					defer func() { <-r.prefetch }()
+					r.cache.Get(next, r.loader(next))
+				}()
+			default: // every prefetcher busy: do not queue more
+			}
 		}
 	}
-	c.mu.Unlock()
-	close(l.done)
-	return l.data, l.err
+	return r.cache.Get(c, r.loader(c))
 }
 
-// has reports whether chunk is cached or being loaded.
-func (c *chunkCache) has(chunk int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.m[chunk]
-	_, loading := c.loading[chunk]
-	return ok || loading
+// loader reads and verifies chunk c for the cache.
+func (r *Reader) loader(c int64) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		data, _, err := r.ReadChunk(c, nil)
+		return data, err
+	}
 }

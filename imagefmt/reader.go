@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // ReaderOptions configure a Reader; the zero value is the default.
@@ -28,9 +30,9 @@ type Reader struct {
 	size    int64 // file size
 	hdr     *Header
 	ft      *footer
-	entries []indexEntry // sorted by chunk
-	runs    []ZeroRun    // sorted
-	cache   *chunkCache
+	entries []indexEntry              // sorted by chunk
+	runs    []ZeroRun                 // sorted
+	cache   *lru.Cache[int64, []byte] // decompressed chunks; nil data: not stored
 	log     *slog.Logger
 	closer  io.Closer
 	bufs    sync.Pool // frame read buffers
@@ -160,7 +162,7 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 		cb = 32 << 20
 	}
 	n := max(int(cb/int64(hdr.ChunkSize)), 4)
-	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, runs: runs, cache: newChunkCache(n), log: opt.Logger}
+	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, runs: runs, cache: lru.New[int64, []byte](n), log: opt.Logger}
 	r.prefetch = make(chan struct{}, runtime.GOMAXPROCS(0))
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
 	return r, nil
@@ -215,15 +217,8 @@ func (r *Reader) lookup(c int64) (indexEntry, bool) {
 // ZeroRuns returns the runs of in-use all-zero chunks, in order.
 func (r *Reader) ZeroRuns() []ZeroRun { return r.runs }
 
-// Chunk states, from ChunkState.
-const (
-	ChunkUnused = iota // not in use on the source: reads as zeros, content free
-	ChunkZero          // in use and all zero: a device restore must zero it
-	ChunkStored        // stored in a frame
-)
-
 // ChunkState tells whether chunk c is stored, a used zero chunk, or unused.
-func (r *Reader) ChunkState(c int64) int {
+func (r *Reader) ChunkState(c int64) ChunkState {
 	if r.IsStored(c) {
 		return ChunkStored
 	}
@@ -293,39 +288,6 @@ func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error
 	}
 	return data, true, nil
 }
-
-// chunk returns chunk c's bytes through the cache (nil for absent chunks).
-// A miss right after chunk c-1 looks like a sequential read (a FUSE
-// readahead, a restore of a partition): the next chunks are then loaded in
-// the background, so decompression runs on all cores instead of one.
-func (r *Reader) chunk(c int64) ([]byte, error) {
-	fill := func(c int64) func() ([]byte, error) {
-		return func() ([]byte, error) {
-			data, _, err := r.ReadChunk(c, nil)
-			return data, err
-		}
-	}
-	if !r.cache.has(c) && c > 0 && r.cache.has(c-1) {
-		for k := int64(1); k <= prefetchChunks && c+k < r.hdr.NumChunks(); k++ {
-			next := c + k
-			if r.cache.has(next) || !r.IsStored(next) {
-				continue
-			}
-			select {
-			case r.prefetch <- struct{}{}:
-				go func() {
-					defer func() { <-r.prefetch }()
-					r.cache.get(next, fill(next))
-				}()
-			default: // every prefetcher busy: do not queue more
-			}
-		}
-	}
-	return r.cache.get(c, fill(c))
-}
-
-// prefetchChunks is how many chunks a sequential read loads ahead.
-const prefetchChunks = 8
 
 // ReadAt reads logical disk bytes. Absent chunks read as zeros; a chunk
 // that fails verification returns a *ChunkError, never wrong bytes.
