@@ -38,6 +38,7 @@ type RestoreResult struct {
 // restoreItem is one step for the writers: a frame to decode and write.
 type restoreItem struct {
 	raw []byte
+	off int64 // the frame's file offset, for errors
 	buf *[]byte
 }
 
@@ -86,7 +87,7 @@ func (r *restorer) frame(ctx context.Context, f imagefmt.Frame, buf *[]byte) err
 	}
 	r.next = f.Chunk + 1
 	select {
-	case r.work <- restoreItem{raw: f.Raw, buf: buf}:
+	case r.work <- restoreItem{raw: f.Raw, off: f.Offset, buf: buf}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -147,6 +148,7 @@ func (r *restorer) run(ctx context.Context, opt RestoreOptions, feed func(ctx co
 // write checks and decodes one frame and writes its chunk.
 func (r *restorer) write(it restoreItem, out []byte) error {
 	f, err := imagefmt.ParseFrame(it.raw, r.hdr.ChunkSize)
+	f.Offset = it.off
 	var data []byte
 	if err == nil {
 		data, err = f.Decode(out)
@@ -162,6 +164,11 @@ func (r *restorer) write(it restoreItem, out []byte) error {
 func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt RestoreOptions) (*RestoreResult, error) {
 	start := time.Now()
 	hdr := img.Header()
+	// The open checked the index, not the zero-run records between the
+	// frames: check them before writing, as a restore from a stream would.
+	if err := img.CheckRecords(); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	r := newRestorer(hdr, t, opt)
 	runs := img.ZeroRuns()
 	err := r.run(ctx, opt, func(ctx context.Context) error {
@@ -195,8 +202,11 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 	// The frames' own checksums were checked as they were decoded; their
 	// sums must also add up to the digest the image was sealed with.
 	digest, err := r.w.Digest()
-	if err != nil || digest != img.Digest() {
-		return nil, fmt.Errorf("restore: %w: the chunks' checksums do not add up to the image digest", imagefmt.ErrCorrupt)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if err := img.CheckDigest(digest); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
 	}
 	return r.finish(ctx, opt, digest, start)
 }

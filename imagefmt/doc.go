@@ -4,22 +4,39 @@
 // Vocabulary:
 //   - disk: the logical address space an image holds, DiskSize bytes.
 //   - chunk: a fixed-size piece of the disk; chunk i covers bytes
-//     [i·ChunkSize, (i+1)·ChunkSize), the last one may be shorter.
+//     [i·ChunkSize, (i+1)·ChunkSize), the last one may be shorter. Each is
+//     in one ChunkState: stored (in a frame), zero (in use and all zero,
+//     inside a zero run) or unused (not in use on the source).
 //   - frame: one stored chunk in the file: a 64-byte frame header (chunk
 //     number, method, lengths, SHA-256 of the chunk's bytes, CRCs) followed
-//     by the payload (lz4 block or raw). Chunks that are all zero or unused
-//     are not stored and read back as zeros.
-//   - index: the sorted list of (chunk, frame offset, stored length) written
-//     after the last frame; the footer (fixed size, at the very end) points
-//     at it and carries the image digest.
+//     by the payload (lz4 block or raw).
+//   - zero-run record: a 64-byte record in the data area naming a run of
+//     zero chunks, so a reader of a stream can zero them before the index.
+//   - record: a frame or a zero-run record; the data area is the records,
+//     in chunk order, between the header and the index.
+//   - index: the sorted list of (chunk, frame offset, stored length) and
+//     the merged zero runs, written after the last record; the footer
+//     (fixed size, at the very end) points at it and carries the digest.
 //   - digest: SHA-256 over the concatenated SHA-256 sums of every chunk's
 //     logical bytes (absent chunks: the sum of zeros), so it can be checked
 //     chunk by chunk, in parallel, without hashing runs of zeros.
+//   - rule: one named condition of FORMAT.md "Validity". validate.go is
+//     the one validator: the Reader, the StreamReader and Verify all check
+//     the rules through it, so they accept exactly the same files.
 //
 // Writer streams forward once (pipes and sockets work); Encoder compresses
 // chunks and may run on many goroutines, one Encoder each. Reader is an
-// io.ReaderAt over the disk that opens with small reads of the header and
-// footer, decompresses only the chunks a read touches, verifies each and
-// keeps a bounded cache. StreamReader reads an image from an io.Reader
-// (restore from stdin), frame by frame, and checks the digest at the end.
+// io.ReaderAt over the disk that opens with small reads of the header,
+// footer and index, decompresses only the chunks a read touches, verifies
+// each and keeps a bounded cache. StreamReader reads an image from an
+// io.Reader (restore from stdin), record by record, and checks the index,
+// footer and digest at the end. Reader.Verify checks everything.
+//
+// Errors: every error for bad input wraps exactly one of ErrFormat (not a
+// dimg image, or a version this package does not read), ErrCorrupt (a dimg
+// image that breaks a structural rule, including an incomplete one) and
+// ErrChecksum (a chunk's stored bytes fail their checksums). The detail is
+// a *RuleError (which rule, at which file offset); an error about one chunk
+// is also a *ChunkError (which chunk, which disk bytes). Callers map the
+// three sentinels to exit codes and print the rest.
 package imagefmt

@@ -67,35 +67,36 @@ func (e *Encoder) Encode(dst []byte, chunk int64, data []byte) (Frame, error) {
 
 // Decode decompresses and verifies the frame's payload into dst (capacity
 // at least f.LogicalLen) and returns the chunk's logical bytes. A payload
-// that does not decompress to bytes matching the frame's SHA-256 returns
-// an error wrapping ErrChecksum.
+// that does not decompress to bytes matching the frame's SHA-256 returns a
+// *RuleError wrapping ErrChecksum, at the payload's file offset.
 func (f *Frame) Decode(dst []byte) ([]byte, error) {
 	if cap(dst) < f.LogicalLen {
 		dst = make([]byte, f.LogicalLen)
 	}
 	dst = dst[:f.LogicalLen]
+	at := f.Offset + FrameHeaderSize
 	if crc(f.Payload) != f.PayloadCRC {
-		return nil, fmt.Errorf("%w: stored bytes damaged (payload CRC)", ErrChecksum)
+		return nil, badSum(RulePayloadCRC, at, "stored bytes damaged (payload CRC)")
 	}
 	switch f.Method {
 	case MethodRaw:
 		if len(f.Payload) != f.LogicalLen {
-			return nil, fmt.Errorf("%w: raw payload length %d", ErrCorrupt, len(f.Payload))
+			return nil, broken(RuleFrame, f.Offset+16, "raw payload of %d bytes for a %d-byte chunk", len(f.Payload), f.LogicalLen)
 		}
 		copy(dst, f.Payload)
 	case MethodLZ4:
 		n, err := lz4.UncompressBlock(f.Payload, dst)
 		if err != nil {
-			return nil, fmt.Errorf("%w: lz4: %v", ErrChecksum, err)
+			return nil, badSum(RulePayload, at, "lz4: %v", err)
 		}
 		if n != f.LogicalLen {
-			return nil, fmt.Errorf("%w: decompressed %d bytes, want %d", ErrChecksum, n, f.LogicalLen)
+			return nil, badSum(RulePayload, at, "decompressed %d bytes, want %d", n, f.LogicalLen)
 		}
 	default:
-		return nil, fmt.Errorf("%w: unknown compression method %d", ErrCorrupt, f.Method)
+		return nil, broken(RuleFrame, f.Offset+4, "unknown compression method %d", f.Method)
 	}
 	if sha256.Sum256(dst) != f.Sum {
-		return nil, fmt.Errorf("%w: SHA-256 of the decompressed bytes", ErrChecksum)
+		return nil, badSum(RuleChunkSum, at, "SHA-256 of the decompressed bytes")
 	}
 	return dst, nil
 }

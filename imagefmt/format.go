@@ -2,7 +2,6 @@ package imagefmt
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"time"
@@ -24,6 +23,8 @@ const (
 	indexEntrySize  = 24
 	FooterSize      = 128
 
+	// minHeaderSize is a header with empty tool version and metadata.
+	minHeaderSize = headerFixedSize + 8
 	// maxHeaderSize bounds what a reader will allocate for the header.
 	maxHeaderSize  = 16 << 20
 	maxToolVersion = 4096
@@ -45,34 +46,11 @@ var (
 	footerEnd   = [4]byte{'D', 'E', 'N', 'D'}
 )
 
+// castagnoli is CRC-32C: the reflected polynomial 0x82F63B78, initial value
+// and final XOR 0xFFFFFFFF (FORMAT.md gives check values).
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
-
-// Sentinel errors. Every error returned for bad input wraps one of them.
-var (
-	// ErrFormat: the bytes are not a dimg image, or a version we do not read.
-	ErrFormat = errors.New("imagefmt: not a dimg image")
-	// ErrCorrupt: a structure (header, footer, index, frame header) fails its
-	// checks.
-	ErrCorrupt = errors.New("imagefmt: image is corrupt")
-	// ErrChecksum: a chunk's bytes do not match their checksum.
-	ErrChecksum = errors.New("imagefmt: chunk checksum mismatch")
-	// ErrTruncated: the image ends early.
-	ErrTruncated = errors.New("imagefmt: image is truncated")
-)
-
-// ChunkError names the chunk and disk byte range a failure concerns.
-type ChunkError struct {
-	Chunk    int64
-	Off, Len int64 // disk byte range of the chunk
-	Err      error
-}
-
-func (e *ChunkError) Error() string {
-	return fmt.Sprintf("chunk %d (disk bytes %d-%d): %v", e.Chunk, e.Off, e.Off+e.Len-1, e.Err)
-}
-func (e *ChunkError) Unwrap() error { return e.Err }
 
 // Header is the image's fixed description, written first.
 type Header struct {
@@ -108,30 +86,14 @@ func formatUUID(u [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
 
-func (h *Header) validate() error {
-	switch {
-	case h.SectorSize < 512 || h.SectorSize > maxSectorSize || h.SectorSize&(h.SectorSize-1) != 0:
-		return fmt.Errorf("%w: sector size %d", ErrCorrupt, h.SectorSize)
-	case h.ChunkSize < MinChunkSize || h.ChunkSize > MaxChunkSize || h.ChunkSize&(h.ChunkSize-1) != 0:
-		return fmt.Errorf("%w: chunk size %d", ErrCorrupt, h.ChunkSize)
-	case h.ChunkSize%h.SectorSize != 0:
-		return fmt.Errorf("%w: chunk size %d not a multiple of sector size %d", ErrCorrupt, h.ChunkSize, h.SectorSize)
-	case h.DiskSize <= 0 || h.DiskSize > maxDiskSize:
-		return fmt.Errorf("%w: disk size %d", ErrCorrupt, h.DiskSize)
-	case h.NumChunks() >= maxChunkNumbers:
-		return fmt.Errorf("%w: %d chunks is more than this reader supports", ErrCorrupt, h.NumChunks())
-	}
-	return nil
-}
+// headerLen is H for a header with these variable parts.
+func (h *Header) headerLen() int { return minHeaderSize + len(h.ToolVersion) + len(h.Metadata) }
 
 func (h *Header) marshal() ([]byte, error) {
-	if len(h.ToolVersion) > maxToolVersion {
-		return nil, fmt.Errorf("imagefmt: tool version too long")
+	if err := h.check(); err != nil {
+		return nil, err
 	}
-	n := headerFixedSize + len(h.ToolVersion) + 4 + len(h.Metadata) + 4
-	if n > maxHeaderSize {
-		return nil, fmt.Errorf("imagefmt: metadata too large (%d bytes)", len(h.Metadata))
-	}
+	n := h.headerLen()
 	b := make([]byte, n)
 	le := binary.LittleEndian
 	copy(b[0:8], headerMagic[:])
@@ -153,61 +115,6 @@ func (h *Header) marshal() ([]byte, error) {
 	return b, nil
 }
 
-// headerLen checks the fixed start of a header and returns its full length.
-func headerLen(fixed []byte) (int, error) {
-	if len(fixed) < 16 || [8]byte(fixed[0:8]) != headerMagic {
-		return 0, fmt.Errorf("%w: bad magic", ErrFormat)
-	}
-	if v := binary.LittleEndian.Uint32(fixed[8:]); v != Version {
-		return 0, fmt.Errorf("%w: format version %d (this dimg reads version %d)", ErrFormat, v, Version)
-	}
-	n := int(binary.LittleEndian.Uint32(fixed[12:]))
-	if n < headerFixedSize+8 || n > maxHeaderSize {
-		return 0, fmt.Errorf("%w: header length %d", ErrCorrupt, n)
-	}
-	return n, nil
-}
-
-func unmarshalHeader(b []byte) (*Header, error) {
-	n, err := headerLen(b)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) < n {
-		return nil, fmt.Errorf("%w: header", ErrTruncated)
-	}
-	b = b[:n]
-	le := binary.LittleEndian
-	if got, want := crc(b[:n-4]), le.Uint32(b[n-4:]); got != want {
-		return nil, fmt.Errorf("%w: header checksum mismatch", ErrCorrupt)
-	}
-	h := &Header{
-		Version:    le.Uint32(b[8:]),
-		SectorSize: int(le.Uint32(b[32:])),
-		ChunkSize:  int(le.Uint32(b[36:])),
-		DiskSize:   int64(le.Uint64(b[40:])),
-		Created:    time.Unix(0, int64(le.Uint64(b[48:]))).UTC(),
-	}
-	copy(h.UUID[:], b[16:32])
-	tl := int(le.Uint32(b[60:]))
-	p := headerFixedSize
-	if tl > maxToolVersion || p+tl+4 > n-4 {
-		return nil, fmt.Errorf("%w: header tool version length %d", ErrCorrupt, tl)
-	}
-	h.ToolVersion = string(b[p : p+tl])
-	p += tl
-	ml := int(le.Uint32(b[p:]))
-	p += 4
-	if ml < 0 || p+ml != n-4 {
-		return nil, fmt.Errorf("%w: header metadata length %d", ErrCorrupt, ml)
-	}
-	h.Metadata = append([]byte(nil), b[p:p+ml]...)
-	if err := h.validate(); err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
 // Frame is one stored chunk: the frame header's fields plus the payload.
 type Frame struct {
 	Chunk      int64
@@ -219,6 +126,9 @@ type Frame struct {
 	// Raw is the frame exactly as stored (header + payload) when the frame
 	// was built by an Encoder or parsed from bytes; Payload aliases it.
 	Raw []byte
+	// Offset is the frame's file offset when it was read from an image
+	// (Reader.ReadFrame, StreamReader.Next); errors from Decode name it.
+	Offset int64
 	// Zeros, when non-zero, makes this a zero-run record rather than a
 	// frame (StreamReader only): chunks [Chunk, Chunk+Zeros) are in use and
 	// all zero, so a restore to a device must zero them. No payload.
@@ -241,14 +151,6 @@ func putZeroRun(b []byte, z ZeroRun) {
 	le.PutUint32(b[60:], crc(b[:60]))
 }
 
-func parseZeroRun(b []byte) (ZeroRun, error) {
-	le := binary.LittleEndian
-	if [4]byte(b[0:4]) != zeroMagic || b[4] != methodZeroRun || crc(b[:60]) != le.Uint32(b[60:]) {
-		return ZeroRun{}, fmt.Errorf("%w: bad zero-run record", ErrCorrupt)
-	}
-	return ZeroRun{Start: int64(le.Uint64(b[8:])), Count: int64(le.Uint64(b[16:]))}, nil
-}
-
 // putFrameHeader encodes f's fields into b[:FrameHeaderSize].
 func putFrameHeader(b []byte, f *Frame) {
 	le := binary.LittleEndian
@@ -261,55 +163,6 @@ func putFrameHeader(b []byte, f *Frame) {
 	copy(b[24:56], f.Sum[:])
 	le.PutUint32(b[56:], f.PayloadCRC)
 	le.PutUint32(b[60:], crc(b[:60]))
-}
-
-// parseFrameHeader decodes and checks a frame header; it returns the frame
-// (without payload) and the stored payload length.
-func parseFrameHeader(b []byte, maxLogical int) (Frame, int, error) {
-	var f Frame
-	if len(b) < FrameHeaderSize {
-		return f, 0, fmt.Errorf("%w: frame header", ErrTruncated)
-	}
-	if [4]byte(b[0:4]) != frameMagic {
-		return f, 0, fmt.Errorf("%w: bad frame magic", ErrCorrupt)
-	}
-	le := binary.LittleEndian
-	if crc(b[:60]) != le.Uint32(b[60:]) {
-		return f, 0, fmt.Errorf("%w: frame header checksum mismatch", ErrCorrupt)
-	}
-	f.Method = b[4]
-	f.Chunk = int64(le.Uint64(b[8:]))
-	slen := int(le.Uint32(b[16:]))
-	f.LogicalLen = int(le.Uint32(b[20:]))
-	copy(f.Sum[:], b[24:56])
-	f.PayloadCRC = le.Uint32(b[56:])
-	switch {
-	case f.Method != MethodRaw && f.Method != MethodLZ4:
-		return f, 0, fmt.Errorf("%w: unknown compression method %d", ErrCorrupt, f.Method)
-	case f.LogicalLen <= 0 || f.LogicalLen > maxLogical:
-		return f, 0, fmt.Errorf("%w: frame logical length %d", ErrCorrupt, f.LogicalLen)
-	case f.Method == MethodRaw && slen != f.LogicalLen:
-		return f, 0, fmt.Errorf("%w: raw frame stored length %d != %d", ErrCorrupt, slen, f.LogicalLen)
-	case slen <= 0 || slen > maxFrameSize(f.LogicalLen):
-		return f, 0, fmt.Errorf("%w: frame stored length %d", ErrCorrupt, slen)
-	}
-	return f, slen, nil
-}
-
-// ParseFrame parses a whole frame (header + payload) from raw, checking the
-// header and that the payload is complete. The payload is checked by Decode.
-// maxLogical bounds the logical length (the image's chunk size).
-func ParseFrame(raw []byte, maxLogical int) (Frame, error) {
-	f, slen, err := parseFrameHeader(raw, maxLogical)
-	if err != nil {
-		return f, err
-	}
-	if len(raw) < FrameHeaderSize+slen {
-		return f, fmt.Errorf("%w: frame payload", ErrTruncated)
-	}
-	f.Raw = raw[:FrameHeaderSize+slen]
-	f.Payload = f.Raw[FrameHeaderSize:]
-	return f, nil
 }
 
 // maxFrameSize bounds an lz4 payload for n input bytes (lz4 worst case).
@@ -343,38 +196,15 @@ func (f *footer) marshal() []byte {
 	return b
 }
 
-func unmarshalFooter(b []byte) (*footer, error) {
-	if len(b) != FooterSize {
-		return nil, fmt.Errorf("%w: footer", ErrTruncated)
-	}
-	le := binary.LittleEndian
-	if [8]byte(b[0:8]) != footerMagic || [4]byte(b[124:128]) != footerEnd {
-		return nil, fmt.Errorf("%w: footer magic not found at the end of the file (truncated or incomplete image?)", ErrCorrupt)
-	}
-	if crc(b[:120]) != le.Uint32(b[120:]) {
-		return nil, fmt.Errorf("%w: footer checksum mismatch", ErrCorrupt)
-	}
-	if v := le.Uint32(b[8:]); v != Version {
-		return nil, fmt.Errorf("%w: footer version %d", ErrFormat, v)
-	}
-	f := &footer{
-		indexOff:   int64(le.Uint64(b[16:])),
-		count:      int64(le.Uint64(b[24:])),
-		indexCRC:   le.Uint32(b[32:]),
-		storedData: int64(le.Uint64(b[40:])),
-		zeroRuns:   int64(le.Uint64(b[96:])),
-	}
-	copy(f.uuid[:], b[48:64])
-	copy(f.digest[:], b[64:96])
-	return f, nil
-}
-
 // indexEntry is the in-memory form of one index entry: 16 bytes.
 type indexEntry struct {
 	off   int64  // file offset of the frame header
 	chunk uint32 // chunk number
 	slen  uint32 // payload length
 }
+
+// end is the file offset just past the frame.
+func (e indexEntry) end() int64 { return e.off + FrameHeaderSize + int64(e.slen) }
 
 // Entry describes one stored chunk.
 type Entry struct {
@@ -383,9 +213,12 @@ type Entry struct {
 	StoredLen int   // payload bytes (the frame is FrameHeaderSize more)
 }
 
+// indexLen is the size of an index of n frames and z zero runs.
+func indexLen(n, z int64) int64 { return indexHeaderSize + n*indexEntrySize + z*zeroRunSize }
+
 // marshalIndex encodes the index: header, entries, zero runs.
 func marshalIndex(entries []indexEntry, runs []ZeroRun) []byte {
-	idx := make([]byte, indexHeaderSize+indexEntrySize*len(entries)+zeroRunSize*len(runs))
+	idx := make([]byte, indexLen(int64(len(entries)), int64(len(runs))))
 	le := binary.LittleEndian
 	copy(idx[0:4], indexMagic[:])
 	le.PutUint64(idx[8:], uint64(len(entries)))

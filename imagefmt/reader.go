@@ -1,7 +1,7 @@
 package imagefmt
 
 import (
-	"encoding/binary"
+	"bufio"
 	"fmt"
 	"io"
 	"iter"
@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dimg-project/dimg/internal/lru"
 )
@@ -26,16 +27,22 @@ type ReaderOptions struct {
 // Reader is an io.ReaderAt over the logical disk of an image. It is safe
 // for concurrent use.
 type Reader struct {
-	ra      io.ReaderAt
-	size    int64 // file size
-	hdr     *Header
-	ft      *footer
-	entries []indexEntry              // sorted by chunk
-	runs    []ZeroRun                 // sorted
-	cache   *lru.Cache[int64, []byte] // decompressed chunks; nil data: not stored
-	log     *slog.Logger
-	closer  io.Closer
-	bufs    sync.Pool // frame read buffers
+	ra        io.ReaderAt
+	size      int64 // file size
+	hlen      int64 // header length H
+	hdr       *Header
+	ft        *footer
+	footerOff int64
+	entries   []indexEntry // sorted by chunk
+	runs      []ZeroRun    // sorted
+	// gapOK has bit i set once the records between frames i-1 and i
+	// (gap i; gap 0 starts after the header, the last ends at the index)
+	// were read and checked (checkGap).
+	gapOK  []atomic.Uint64
+	cache  *lru.Cache[int64, []byte] // decompressed chunks; nil data: not stored
+	log    *slog.Logger
+	closer io.Closer
+	bufs   sync.Pool // frame read buffers
 	// prefetch bounds background chunk loads (one slot per core).
 	prefetch chan struct{}
 }
@@ -75,97 +82,62 @@ func OpenOptions(path string, opt ReaderOptions) (*Reader, error) {
 	return r, nil
 }
 
-// NewReader opens an image held in ra (size bytes). It reads the header,
-// the footer and the index; nothing else until ReadAt asks.
+// NewReader opens an image held in ra (size bytes). It reads and checks
+// the header, the footer and the index (FORMAT.md, "Validity": the rules
+// checked at open); nothing else until ReadAt asks.
 func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
-	minSize := int64(headerFixedSize + 8 + indexHeaderSize + FooterSize)
-	if size < minSize {
-		return nil, fmt.Errorf("%w: %d bytes is too small to be an image", ErrTruncated, size)
-	}
-	// Header: one read of its fixed part, then the rest if it is longer.
+	size = max(size, 0)
+	read := func(p []byte, off int64) error { return readFull(ra, p, off) }
+	// Header: one read of the first 64 KiB (all of it, in practice).
 	buf := make([]byte, min(size, 64<<10))
-	if _, err := ra.ReadAt(buf, 0); err != nil && err != io.EOF {
+	if err := read(buf, 0); err != nil {
 		return nil, fmt.Errorf("imagefmt: read header: %w", err)
 	}
-	hl, err := headerLen(buf)
+	hl, err := checkStart(buf[:min(len(buf), 16)], size)
 	if err != nil {
 		return nil, err
 	}
-	if int64(hl) > size-FooterSize {
-		return nil, fmt.Errorf("%w: header runs past the end", ErrTruncated)
+	if int64(hl) > size {
+		return nil, ended(size, "header")
 	}
 	if hl > len(buf) {
 		buf = make([]byte, hl)
-		if _, err := ra.ReadAt(buf, 0); err != nil {
+		if err := read(buf, 0); err != nil {
 			return nil, fmt.Errorf("imagefmt: read header: %w", err)
 		}
 	}
-	hdr, err := unmarshalHeader(buf)
+	hdr, err := parseHeader(buf[:hl])
 	if err != nil {
 		return nil, err
 	}
-	// Footer: the last FooterSize bytes.
-	fb := make([]byte, FooterSize)
-	if _, err := ra.ReadAt(fb, size-FooterSize); err != nil {
-		return nil, fmt.Errorf("imagefmt: read footer: %w", err)
-	}
-	ft, err := unmarshalFooter(fb)
+	r := &Reader{ra: ra, size: size, hlen: int64(hl), hdr: hdr, log: opt.Logger}
+	t, err := checkTail(hdr, int64(hl), size, read, -1, r.walkGap)
 	if err != nil {
 		return nil, err
-	}
-	if ft.uuid != hdr.UUID {
-		return nil, fmt.Errorf("%w: footer belongs to image %s, header to %s", ErrCorrupt, formatUUID(ft.uuid), hdr.UUIDString())
-	}
-	idxLen := int64(indexHeaderSize) + ft.count*indexEntrySize + ft.zeroRuns*zeroRunSize
-	if ft.count < 0 || ft.count > hdr.NumChunks() || ft.zeroRuns < 0 || ft.zeroRuns > hdr.NumChunks() || ft.indexOff < int64(hl) || ft.indexOff+idxLen != size-FooterSize {
-		return nil, fmt.Errorf("%w: index location (offset %d, %d entries) does not fit the file", ErrCorrupt, ft.indexOff, ft.count)
-	}
-	idx := make([]byte, idxLen)
-	if _, err := ra.ReadAt(idx, ft.indexOff); err != nil {
-		return nil, fmt.Errorf("imagefmt: read index: %w", err)
-	}
-	if crc(idx) != ft.indexCRC {
-		return nil, fmt.Errorf("%w: index checksum mismatch", ErrCorrupt)
-	}
-	if [4]byte(idx[0:4]) != indexMagic || int64(binary.LittleEndian.Uint64(idx[8:])) != ft.count ||
-		int64(binary.LittleEndian.Uint64(idx[16:])) != ft.zeroRuns {
-		return nil, fmt.Errorf("%w: bad index header", ErrCorrupt)
-	}
-	entries := make([]indexEntry, ft.count)
-	le := binary.LittleEndian
-	prevChunk, prevEnd := int64(-1), int64(hl)
-	for i := range entries {
-		p := idx[indexHeaderSize+i*indexEntrySize:]
-		c, off, slen := int64(le.Uint64(p[0:])), int64(le.Uint64(p[8:])), int64(le.Uint32(p[16:]))
-		// Entries must be sorted, frames laid out in order without overlap,
-		// inside the data area, and of a plausible size.
-		if c <= prevChunk || c >= hdr.NumChunks() || off < prevEnd || slen <= 0 ||
-			slen > int64(maxFrameSize(hdr.ChunkSize)) || off+FrameHeaderSize+slen > ft.indexOff {
-			return nil, fmt.Errorf("%w: index entry %d (chunk %d, offset %d, length %d) is invalid", ErrCorrupt, i, c, off, slen)
-		}
-		entries[i] = indexEntry{off: off, chunk: uint32(c), slen: uint32(slen)}
-		prevChunk, prevEnd = c, off+FrameHeaderSize+slen
-	}
-	runs := make([]ZeroRun, ft.zeroRuns)
-	zp := idx[indexHeaderSize+indexEntrySize*int(ft.count):]
-	prevEndChunk := int64(0)
-	for i := range runs {
-		z := ZeroRun{Start: int64(le.Uint64(zp[i*zeroRunSize:])), Count: int64(le.Uint64(zp[i*zeroRunSize+8:]))}
-		if z.Start < prevEndChunk || z.Count <= 0 || z.Count > hdr.NumChunks()-z.Start {
-			return nil, fmt.Errorf("%w: zero run %d (%d+%d) is invalid", ErrCorrupt, i, z.Start, z.Count)
-		}
-		runs[i] = z
-		prevEndChunk = z.Start + z.Count
 	}
 	cb := opt.CacheBytes
 	if cb <= 0 {
 		cb = 32 << 20
 	}
-	n := max(int(cb/int64(hdr.ChunkSize)), 4)
-	r := &Reader{ra: ra, size: size, hdr: hdr, ft: ft, entries: entries, runs: runs, cache: lru.New[int64, []byte](n), log: opt.Logger}
+	r.ft, r.footerOff, r.entries, r.runs = t.ft, t.footerOff, t.entries, t.runs
+	r.cache = lru.New[int64, []byte](max(int(cb/int64(hdr.ChunkSize)), 4))
+	r.gapOK = make([]atomic.Uint64, (len(t.entries)+1+63)/64)
 	r.prefetch = make(chan struct{}, runtime.GOMAXPROCS(0))
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
 	return r, nil
+}
+
+// readFull reads len(p) bytes at off; an image that ends early was
+// changed under the reader (its size was checked at open).
+func readFull(ra io.ReaderAt, p []byte, off int64) error {
+	n, err := ra.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("imagefmt: read %d bytes at file offset %d: %w", len(p), off, err)
 }
 
 // Close closes the file opened by Open.
@@ -239,7 +211,7 @@ func (r *Reader) chunkErr(c int64, err error) error {
 
 // ReadFrame reads the stored frame of chunk c (header + payload, as in the
 // file) into buf (grown as needed). It checks the frame header, not the
-// payload: call Frame.Decode for that. ok is false for an absent chunk.
+// payload: call Frame.Decode for that. ok is false for a chunk not stored.
 func (r *Reader) ReadFrame(c int64, buf []byte) (f Frame, ok bool, err error) {
 	e, ok := r.lookup(c)
 	if !ok {
@@ -250,29 +222,41 @@ func (r *Reader) ReadFrame(c int64, buf []byte) (f Frame, ok bool, err error) {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
-	if _, err := r.ra.ReadAt(buf, e.off); err != nil {
-		if err == io.EOF {
-			err = ErrTruncated
-		}
-		return Frame{}, true, r.chunkErr(c, fmt.Errorf("read frame at file offset %d: %w", e.off, err))
+	if err := readFull(r.ra, buf, e.off); err != nil {
+		return Frame{}, true, r.chunkErr(c, err)
 	}
-	f, err = ParseFrame(buf, r.hdr.ChunkSize)
+	f, slen, err := parseFrameHeader(buf, e.off, r.hdr.ChunkSize)
+	if err == nil {
+		err = checkFrameChunk(&f, r.hdr)
+	}
+	if err == nil {
+		err = matchFrame(&f, slen, e)
+	}
 	if err != nil {
-		return Frame{}, true, r.chunkErr(c, fmt.Errorf("frame at file offset %d: %w", e.off, err))
+		return Frame{}, true, r.chunkErr(c, err)
 	}
-	if f.Chunk != c || len(f.Payload) != int(e.slen) || f.LogicalLen != r.hdr.ChunkLen(c) {
-		return Frame{}, true, r.chunkErr(c, fmt.Errorf("%w: frame at file offset %d is for chunk %d, length %d", ErrCorrupt, e.off, f.Chunk, f.LogicalLen))
-	}
+	f.Raw = buf
+	f.Payload = buf[FrameHeaderSize:]
 	return f, true, nil
 }
 
 // ReadChunk returns chunk c's verified logical bytes in dst (grown as
-// needed); for an absent chunk it returns nil and ok false.
+// needed). For a chunk not stored it returns nil and ok false, after
+// checking the zero-run records around it (once per reader).
 func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error) {
+	if c < 0 || c >= r.hdr.NumChunks() {
+		return nil, false, fmt.Errorf("imagefmt: chunk %d out of range (disk of %d chunks)", c, r.hdr.NumChunks())
+	}
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
 	f, ok, err := r.ReadFrame(c, *bp)
-	if err != nil || !ok {
+	if !ok {
+		if err := r.checkGap(r.gapOf(c)); err != nil {
+			return nil, false, r.chunkErr(c, err)
+		}
+		return nil, false, nil
+	}
+	if err != nil {
 		return nil, ok, err
 	}
 	if cap(f.Raw) > cap(*bp) {
@@ -287,6 +271,127 @@ func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error
 		return nil, true, err
 	}
 	return data, true, nil
+}
+
+// gapOf is the gap a chunk not stored lies in: the one before the first
+// frame of a later chunk.
+func (r *Reader) gapOf(c int64) int {
+	return sort.Search(len(r.entries), func(i int) bool { return int64(r.entries[i].chunk) > c })
+}
+
+// CheckRecords reads and checks every zero-run record of the data area
+// against the index, which the open does not read (FORMAT.md, "Validity").
+// Verify calls it; a restore that does not read every chunk through
+// ReadAt should.
+func (r *Reader) CheckRecords() error {
+	for i := 0; i <= len(r.entries); i++ {
+		if err := r.checkGap(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkGap reads the records between frames i-1 and i (the header and
+// frame 0 for i = 0, the last frame and the index for i = len(entries))
+// and checks them as a stream reader does: valid zero-run records only, in
+// order, merging to the index's zero runs there. Each gap is checked once.
+func (r *Reader) checkGap(i int) error {
+	word, bit := &r.gapOK[i/64], uint64(1)<<(i%64)
+	if word.Load()&bit != 0 {
+		return nil
+	}
+	start, prevChunk := r.hlen, int64(-1)
+	if i > 0 {
+		start, prevChunk = r.entries[i-1].end(), int64(r.entries[i-1].chunk)
+	}
+	end, nextChunk := r.ft.indexOff, r.hdr.NumChunks()
+	if i < len(r.entries) {
+		end, nextChunk = r.entries[i].off, int64(r.entries[i].chunk)
+	}
+	if start == end { // no records: the open checked that the index lists no zero run here
+		word.Or(bit)
+		return nil
+	}
+	w := r.walker(start, end, prevChunk)
+	for w.seq.off < end {
+		kind, f, _, err := w.next()
+		switch {
+		case err != nil:
+			return err
+		case kind == recFrame:
+			return broken(RuleIndexMatch, f.Offset, "frame of chunk %d is not in the index", f.Chunk)
+		case kind == recIndex:
+			return indexInside(f.Offset, r.ft.indexOff)
+		}
+	}
+	if nextChunk < w.seq.next {
+		return broken(RuleOrder, end, "frame of chunk %d after a record that covered chunk %d", nextChunk, w.seq.next-1)
+	}
+	if err := matchGap(w.seq.runs, runsBetween(r.runs, prevChunk, nextChunk), end); err != nil {
+		return err
+	}
+	word.Or(bit)
+	return nil
+}
+
+// walker returns a walker over the file bytes [start, end) following the
+// frame of chunk prevChunk (-1: none), buffered so that a gap of a few
+// records costs one read.
+func (r *Reader) walker(start, end, prevChunk int64) *walker {
+	sr := io.NewSectionReader(r.ra, start, end-start)
+	return &walker{r: bufio.NewReaderSize(sr, int(min(max(end-start, 16), 64<<10))), hdr: r.hdr,
+		seq: records{off: start, next: prevChunk + 1}}
+}
+
+// walkGap reads the data area from start, as a stream reader would, up to
+// and including the record at or after end, or until it meets a broken
+// rule (a gapWalker). It stops at the index (at indexOff): bytes beyond
+// are not records.
+func (r *Reader) walkGap(start, end, indexOff, prevChunk int64) error {
+	w := r.walker(start, indexOff, prevChunk)
+	var buf []byte
+	for w.seq.off <= end {
+		kind, f, slen, err := w.next()
+		switch {
+		case ruleOf(err) == RuleEnd:
+			return nil // the walk reached the index: a stream reader would read on into it
+		case err != nil:
+			return err
+		case kind == recIndex:
+			return indexInside(f.Offset, indexOff)
+		case kind == recFrame:
+			if cap(buf) < slen {
+				buf = make([]byte, slen)
+			}
+			if err := w.payload(&f, buf[:slen]); ruleOf(err) == RuleEnd {
+				return nil // as above
+			} else if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// indexInside reports an index magic at off, inside the data area that
+// ends at the index (indexOff): where a stream reader ends the data area
+// and finds the footer disagrees.
+func indexInside(off, indexOff int64) error {
+	return broken(RuleLayout, off, "the data area ends at offset %d, the footer puts the index at %d", off, indexOff)
+}
+
+// CheckDigest compares a digest computed from the chunks' sums (a restore,
+// a verification) with the footer's.
+func (r *Reader) CheckDigest(sum [32]byte) error {
+	if sum != r.ft.digest {
+		return digestError(r.footerOff, sum, r.ft.digest)
+	}
+	return nil
+}
+
+func digestError(footerOff int64, got, want [32]byte) error {
+	return broken(RuleDigest, footerOff+64, "the chunks' sums give digest %x, the footer records %x", got[:8], want[:8])
 }
 
 // ReadAt reads logical disk bytes. Absent chunks read as zeros; a chunk

@@ -26,13 +26,33 @@ type VerifyResult struct {
 	DigestOK  bool          // every chunk verified and the recomputed digest equals the footer's
 	Digest    [32]byte      // the recomputed digest
 	BytesRead int64         // image bytes read
+	want      [32]byte      // the footer's digest
+	footerOff int64
 }
 
 // OK reports whether the image verified clean.
 func (v *VerifyResult) OK() bool { return len(v.Bad) == 0 && v.DigestOK }
 
-// Verify reads every stored chunk, checks its checksums, and recomputes the
-// image digest. progress (may be nil) receives logical disk bytes checked.
+// Err is nil when the image verified clean; otherwise the first bad
+// chunk's *ChunkError, or a *RuleError (rule "digest") when every chunk
+// verified but the digest does not match.
+func (v *VerifyResult) Err() error {
+	switch {
+	case len(v.Bad) > 0:
+		return v.Bad[0]
+	case !v.DigestOK:
+		return digestError(v.footerOff, v.Digest, v.want)
+	}
+	return nil
+}
+
+// Verify checks everything the image's rules cover (FORMAT.md,
+// "Validity"): every zero-run record against the index, every frame header,
+// every stored chunk's checksums, and the image digest. A structural error
+// between frames (a damaged zero-run record, bytes that are no record)
+// stops it and is returned; a damaged frame is reported in Bad and the
+// others are still checked. progress (may be nil) receives logical disk
+// bytes checked.
 func (r *Reader) Verify(ctx context.Context, progress Progress) (*VerifyResult, error) {
 	if progress == nil {
 		progress = noProgress{}
@@ -73,22 +93,31 @@ func (r *Reader) Verify(ctx context.Context, progress Progress) (*VerifyResult, 
 			}
 		}()
 	}
-	var ctxErr error
+	var stop error
 feed:
-	for i := range r.entries {
+	for i := 0; i <= len(r.entries); i++ {
+		// The records before frame i, in file order as a stream reader
+		// meets them (each gap is read once, then remembered).
+		if err := r.checkGap(i); err != nil {
+			stop = err
+			break
+		}
+		if i == len(r.entries) {
+			break
+		}
 		select {
 		case jobs <- i:
 		case <-ctx.Done():
-			ctxErr = ctx.Err()
+			stop = ctx.Err()
 			break feed
 		}
 	}
 	close(jobs)
 	wg.Wait()
-	if ctxErr != nil {
-		return nil, ctxErr
+	if stop != nil {
+		return nil, stop
 	}
-	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read}
+	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read, want: r.ft.digest, footerOff: r.footerOff}
 	// Absent chunks count as verified zeros; report their bytes too.
 	progress.Add(r.hdr.DiskSize - storedLogical(r))
 	dg := NewDigester(r.hdr)

@@ -3,6 +3,7 @@ package imagefmt
 import (
 	"bufio"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -64,11 +65,14 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		h.UUID[6] = h.UUID[6]&0x0f | 0x40 // version 4
 		h.UUID[8] = h.UUID[8]&0x3f | 0x80 // RFC 4122 variant
 	}
-	if err := h.validate(); err != nil {
-		return nil, fmt.Errorf("imagefmt: new writer: %w", err)
-	}
 	b, err := h.marshal()
 	if err != nil {
+		// The options would make an image no reader accepts: a mistake of
+		// the caller, not a damaged image, so no sentinel.
+		var re *RuleError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("imagefmt: new writer: %s", re.Detail)
+		}
 		return nil, err
 	}
 	wr := &Writer{
