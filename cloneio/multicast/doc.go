@@ -48,6 +48,16 @@
 //     absent chunks, flushed, and read its target back to recompute the
 //     image digest: ok, or exactly which objects or chunks failed.
 //
+// The code is cut by what each part owns. Sender: send.go (the API),
+// sender.go (phases and the main loop), objects.go (the image's objects),
+// transmit.go (symbols, parity, pacing), roster.go (the receivers and
+// their packets), repair.go (NACKs, parity and whole-object repairs).
+// Receiver: receive.go (the API and the main loop), session.go (locking
+// onto a session, talking to the sender), intake.go (data packets, loss,
+// STATUS and NACKs), assembly.go (symbols to objects), write.go (objects
+// to the target), fetch.go (the repair URL), finish.go (verification and
+// the DONE report). Both: wire.go, fec.go, rate.go, net.go.
+//
 // The wire format is described in wire.go. A session with a key (--key)
 // appends HMAC-SHA256 (truncated to 16 bytes) to every packet in both
 // directions; without a key the session id and digest tag guard against

@@ -2,10 +2,66 @@ package multicast
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/reedsolomon"
 )
+
+// FEC configures proactive Reed–Solomon parity: Parity symbols for every
+// Block data symbols. The zero value sends no proactive parity (repairs
+// still use parity: one repair symbol serves every receiver that lost one
+// symbol of the block, whichever it was).
+type FEC struct {
+	Parity int // parity symbols per block; 0: none
+	Block  int // data symbols per block; 0: DefaultFECBlock
+}
+
+// DefaultFECBlock is K, the data symbols per block: 64 symbols of 1408
+// bytes is 88 KiB, so a 256 KiB chunk is three blocks.
+const DefaultFECBlock = 64
+
+// ParseFEC reads "P" or "P/K" (e.g. "4/64": 4 parity symbols per 64 data
+// symbols). "" and "0" mean none.
+func ParseFEC(s string) (FEC, error) {
+	var f FEC
+	if s == "" {
+		return f, nil
+	}
+	ps, ks, hasK := strings.Cut(s, "/")
+	p, err := strconv.Atoi(ps)
+	if err != nil {
+		return f, fmt.Errorf("multicast: --fec %q: want P or P/K, e.g. 4/64", s)
+	}
+	f.Parity = p
+	if hasK {
+		if f.Block, err = strconv.Atoi(ks); err != nil {
+			return f, fmt.Errorf("multicast: --fec %q: want P or P/K, e.g. 4/64", s)
+		}
+	}
+	return f, f.validate()
+}
+
+func (f FEC) block() int {
+	if f.Block == 0 {
+		return DefaultFECBlock
+	}
+	return f.Block
+}
+
+func (f FEC) validate() error {
+	if k := f.block(); k < 1 || k > maxK {
+		return fmt.Errorf("multicast: FEC block of %d symbols (1..%d)", k, maxK)
+	}
+	if f.Parity < 0 || f.Parity > f.block() {
+		return fmt.Errorf("multicast: FEC parity %d per block of %d", f.Parity, f.block())
+	}
+	return nil
+}
+
+// String formats f as ParseFEC reads it.
+func (f FEC) String() string { return fmt.Sprintf("%d/%d", f.Parity, f.block()) }
 
 // geometry is how objects are cut into symbols and blocks; sender and
 // receivers derive it from the same announcement.

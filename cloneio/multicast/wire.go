@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
+	"sync/atomic"
 
 	"github.com/dimg-project/dimg/imagefmt"
 )
@@ -694,3 +695,30 @@ func parseZeroRunTable(b []byte, numChunks int64) ([]imagefmt.ZeroRun, error) {
 	}
 	return runs, nil
 }
+
+// Drops counts packets that were received and thrown away.
+type Drops struct {
+	Foreign   int64 `json:"foreign"`   // another session or image
+	BadAuth   int64 `json:"bad_auth"`  // missing or wrong HMAC
+	Malformed int64 `json:"malformed"` // not a valid dimg packet
+	Overflow  int64 `json:"overflow,omitempty"`
+}
+
+type dropCounters struct{ foreign, badAuth, malformed, overflow atomic.Int64 }
+
+func (d *dropCounters) count(err error) {
+	switch {
+	case errors.Is(err, errForeign):
+		d.foreign.Add(1)
+	case errors.Is(err, errAuth):
+		d.badAuth.Add(1)
+	default:
+		d.malformed.Add(1)
+	}
+}
+
+func (d *dropCounters) snapshot() Drops {
+	return Drops{Foreign: d.foreign.Load(), BadAuth: d.badAuth.Load(), Malformed: d.malformed.Load(), Overflow: d.overflow.Load()}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
