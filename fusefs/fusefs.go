@@ -2,15 +2,18 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fsdrivers/disk"
@@ -37,6 +40,26 @@ type Options struct {
 	// CacheTimeout is how long the kernel may cache attributes and
 	// entries; zero means one hour (the image never changes).
 	CacheTimeout time.Duration
+	// ReadWrite mounts read-write: disk.img and every pN.img take writes
+	// into the disk, which must then be a WritableDisk; pN.img through a
+	// view bounded to the partition. The pN/ trees are not shown: they are
+	// read through the filesystem drivers' caches, which would go stale
+	// under the kernel's writes.
+	ReadWrite bool
+	// SpacePath, in a read-write mount, is a file or directory on the
+	// filesystem that receives the changes (the overlay's scratch file):
+	// statfs reports its free space, at most the disk's size, as free.
+	// Empty: statfs reports no free space.
+	SpacePath string
+}
+
+// WritableDisk is a disk that takes writes, such as an imagefmt.Overlay:
+// what a read-write mount serves. Sync makes every write that returned
+// before it durable; fsync on disk.img or pN.img calls it.
+type WritableDisk interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
 }
 
 // Ino of the fixed root entries; tree inode numbers have a partition index
@@ -64,6 +87,7 @@ func treeIno(part int, fsIno uint64) uint64 {
 type root struct {
 	fs.Inode
 	disk  io.ReaderAt
+	wdisk WritableDisk // nil unless the mount is read-write
 	size  int64
 	parts []disk.Part
 	opt   Options
@@ -79,41 +103,66 @@ var (
 	_ = (fs.NodeStatfser)((*root)(nil))
 )
 
+// ErrNotWritable: a read-write mount was asked of a disk that takes no
+// writes.
+var ErrNotWritable = errors.New("fusefs: the disk takes no writes (not a WritableDisk)")
+
 // NewRoot builds the root node of the tree for the disk d (size bytes) and
 // its partitions, as fsdrivers/disk opened them: each one shows as
 // pNumber.img (its Reader) and, when its Volume is a fsdrivers.Filesystem,
 // as pNumber/. Extended containers are left out. Mount uses it; tests can
-// call its nodes without mounting (see fs.NewNodeFS).
+// call its nodes without mounting (see fs.NewNodeFS). With opt.ReadWrite,
+// d must be a WritableDisk (Mount refuses one that is not; NewRoot serves
+// it read-only) and each pNumber.img reads and writes d at the
+// partition's Start.
 func NewRoot(d io.ReaderAt, size int64, parts []disk.Part, opt Options) fs.InodeEmbedder {
 	t := opt.ImageTime
 	if t.IsZero() {
 		t = time.Now()
 	}
-	return &root{
+	r := &root{
 		disk: d, size: size, parts: parts, opt: opt,
 		log:   newErrLog(opt.Logger),
 		mtime: t,
 		uid:   uint32(os.Getuid()),
 		gid:   uint32(os.Getgid()),
 	}
+	if w, ok := d.(WritableDisk); ok && opt.ReadWrite {
+		r.wdisk = w
+	}
+	return r
 }
 
 func (r *root) OnAdd(ctx context.Context) {
-	add := func(name string, ra io.ReaderAt, size int64, ino uint64) {
-		n := &rawFile{r: ra, size: size, root: r, name: name}
+	add := func(name string, ra io.ReaderAt, w io.WriterAt, size int64, ino uint64) {
+		n := &rawFile{r: ra, w: w, size: size, root: r, name: name}
+		n.mtime.Store(r.mtime.UnixNano())
 		ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 		r.AddChild(name, ch, false)
 	}
-	add("disk.img", r.disk, r.size, diskImgIno)
+	var dw io.WriterAt
+	if r.wdisk != nil {
+		dw = r.wdisk
+	}
+	add("disk.img", r.disk, dw, r.size, diskImgIno)
 	i := 0
 	for _, p := range r.parts {
 		if p.Extended {
 			continue // its space belongs to the logical partitions
 		}
 		i++
-		add(fmt.Sprintf("p%d.img", p.Number), p.Reader, p.Size, firstRawIno+uint64(i-1))
+		// Writable: read through the writable view too, so reads see
+		// the writes.
+		ra, w := io.ReaderAt(p.Reader), io.WriterAt(nil)
+		if s := r.partWriter(p); s != nil {
+			ra, w = s, s
+		}
+		add(fmt.Sprintf("p%d.img", p.Number), ra, w, p.Size, firstRawIno+uint64(i-1))
 		fsys, ok := p.Volume.(fsdrivers.Filesystem)
-		if !ok {
+		if !ok || r.wdisk != nil {
+			// A read-write mount shows no trees: the drivers cache
+			// what they read, and the kernel's writes through
+			// pN.img would leave those caches stale.
 			continue
 		}
 		dir := fmt.Sprintf("p%d", p.Number)
@@ -141,11 +190,27 @@ func (r *root) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (r *root) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	statfs(out, r.size)
+	r.statfs(out)
 	return 0
 }
 
-// statfs reports a read-only filesystem of size bytes, all of them used.
+// statfs reports a filesystem of the disk's size. A read-only mount has
+// all of it used; a read-write one reports as free what the changes can
+// still take: the free space where they go, at most the disk's size.
+func (r *root) statfs(out *fuse.StatfsOut) {
+	statfs(out, r.size)
+	if r.wdisk == nil || r.opt.SpacePath == "" {
+		return
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(r.opt.SpacePath, &st); err != nil {
+		return
+	}
+	free := min(st.Bavail*uint64(st.Bsize)/4096, out.Blocks)
+	out.Bfree, out.Bavail = free, free
+}
+
+// statfs reports a filesystem of size bytes, all of them used.
 func statfs(out *fuse.StatfsOut, size int64) {
 	out.Bsize = 4096
 	out.Frsize = 4096
@@ -153,13 +218,16 @@ func statfs(out *fuse.StatfsOut, size int64) {
 	out.NameLen = 255
 }
 
-// rawFile is disk.img or pN.img: bytes of the disk, read-only.
+// rawFile is disk.img or pN.img: bytes of the disk, read-only unless w is
+// set (see write.go).
 type rawFile struct {
 	fs.Inode
-	r    io.ReaderAt
-	size int64
-	root *root
-	name string
+	r     io.ReaderAt
+	w     io.WriterAt // nil: read-only
+	size  int64
+	root  *root
+	name  string
+	mtime atomic.Int64 // Unix nanoseconds: the image's time, then the last write's
 }
 
 var (
@@ -173,16 +241,23 @@ var (
 func (n *rawFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	r := n.root
 	out.Mode = syscall.S_IFREG | 0o444
+	if n.w != nil {
+		out.Mode |= 0o200
+	}
 	out.Nlink = 1
 	out.Size = uint64(n.size)
 	out.Blksize = 4096
 	out.Blocks = (out.Size + 511) / 512
 	out.Uid, out.Gid = r.uid, r.gid
-	out.SetTimes(&r.mtime, &r.mtime, &r.mtime)
+	mt := time.Unix(0, n.mtime.Load())
+	out.SetTimes(&r.mtime, &mt, &mt)
 	return 0
 }
 
 func (n *rawFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.w != nil {
+		return n.openWritable(flags)
+	}
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
@@ -203,7 +278,7 @@ func (n *rawFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off in
 }
 
 func (n *rawFile) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	statfs(out, n.root.size)
+	n.root.statfs(out)
 	return 0
 }
 

@@ -120,12 +120,16 @@ func MountTree(ctx context.Context, dir string, root fs.InodeEmbedder, opt Optio
 		}
 	}
 	asRoot := os.Geteuid() == 0
+	roOpt, roFlag := []string{"ro"}, uintptr(syscall.MS_RDONLY)
+	if opt.ReadWrite {
+		roOpt, roFlag = nil, 0
+	}
 	mo := fuse.MountOptions{
 		FsName:               fsName,
 		Name:                 "dimg",
-		Options:              []string{"ro"},
+		Options:              roOpt,
 		DirectMount:          asRoot,
-		DirectMountFlags:     syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+		DirectMountFlags:     roFlag | syscall.MS_NOSUID | syscall.MS_NODEV,
 		MaxWrite:             ioSize,
 		MaxReadAhead:         ioSize,
 		DisableSplice:        true,
@@ -164,6 +168,9 @@ func MountTree(ctx context.Context, dir string, root fs.InodeEmbedder, opt Optio
 // Mount serves disk (size bytes) and its partitions on dir; see NewRoot
 // and MountTree.
 func Mount(ctx context.Context, dir string, d io.ReaderAt, size int64, parts []disk.Part, opt Options) (*Mounted, error) {
+	if _, ok := d.(WritableDisk); opt.ReadWrite && !ok {
+		return nil, ErrNotWritable
+	}
 	return MountTree(ctx, dir, NewRoot(d, size, parts, opt), opt)
 }
 
