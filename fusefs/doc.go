@@ -1,4 +1,6 @@
-// Package fusefs serves a disk image read-only through FUSE (go-fuse v2).
+// Package fusefs serves a disk image through FUSE (go-fuse v2), read-only
+// or, over a copy-on-write disk (Options.ReadWrite), with writable raw
+// files.
 //
 // Vocabulary:
 //   - root: the mount's top directory. It holds disk.img (the whole disk,
@@ -13,12 +15,16 @@
 //   - inode number: pN's files show the filesystem's own inode number with
 //     the partition's index in the top 16 bits, so hard links share an inode
 //     number and partitions never collide.
+//   - read-write mount: disk.img and pN.img take writes into a
+//     WritableDisk (an imagefmt.Overlay), pN.img bounded to its partition;
+//     the pN/ trees are not shown (write.go has the rules a writable raw
+//     file follows).
 //
-// The image is immutable, so everything is cached hard: file data (open
-// with FOPEN_KEEP_CACHE), directory listings (FOPEN_CACHE_DIR), attributes,
-// entries and negative entries for an hour, symlink targets. Nothing is
-// walked at mount time: a directory is listed when the kernel asks for it.
-// Reads go straight from the request's buffer to ReaderAt.
+// A read-only image is immutable, so everything is cached hard: file data
+// (open with FOPEN_KEEP_CACHE), directory listings (FOPEN_CACHE_DIR),
+// attributes, entries and negative entries for an hour, symlink targets.
+// Nothing is walked at mount time: a directory is listed when the kernel
+// asks for it. Reads go straight from the request's buffer to ReaderAt.
 //
 // Errors are mapped in one place (toErrno): a missing name is ENOENT; a
 // damaged filesystem or a chunk failing its checksum is EIO, with one log

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 	"syscall"
+
+	"github.com/dimg-project/dimg/imagefmt"
 )
 
 // toErrno maps an error from a driver or the image reader to the errno the
@@ -27,6 +29,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EINVAL
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
+	case errors.Is(err, imagefmt.ErrBeyondEnd):
+		return syscall.ENOSPC // as a write past the end of a block device
 	}
 	return syscall.EIO
 }

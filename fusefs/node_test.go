@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/imagefmt"
 )
 
 var errChunk = errors.New("imagefmt: chunk 12 (disk bytes 3145728-3407871): chunk checksum mismatch")
@@ -500,6 +502,8 @@ func TestToErrno(t *testing.T) {
 		{errChunk, syscall.EIO},
 		{io.ErrUnexpectedEOF, syscall.EIO},
 		{context.Canceled, syscall.EINTR},
+		{fmt.Errorf("section: %w", imagefmt.ErrBeyondEnd), syscall.ENOSPC},
+		{&os.PathError{Op: "write", Path: "scratch", Err: syscall.ENOSPC}, syscall.ENOSPC},
 	}
 	for _, tc := range tests {
 		if got := toErrno(tc.err); got != tc.want {
