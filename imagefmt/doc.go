@@ -23,6 +23,9 @@
 //   - rule: one named condition of FORMAT.md "Validity". validate.go is
 //     the one validator: the Reader, the StreamReader and Verify all check
 //     the rules through it, so they accept exactly the same files.
+//   - writer lock: at most one process writes an image at a time
+//     (LockWriter: an flock on IMAGE.lock, which describes the holder for
+//     the refusal message); readers never take it.
 //
 // Writer streams forward once (pipes and sockets work); Encoder compresses
 // chunks and may run on many goroutines, one Encoder each. Reader is an
