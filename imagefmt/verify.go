@@ -6,17 +6,9 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+
+	"github.com/dimg-project/dimg/internal/progress"
 )
-
-// Progress receives byte counts from long operations. It must be safe for
-// concurrent use.
-type Progress interface {
-	Add(n int64)
-}
-
-type noProgress struct{}
-
-func (noProgress) Add(int64) {}
 
 // VerifyResult is what Verify found.
 type VerifyResult struct {
@@ -51,12 +43,11 @@ func (v *VerifyResult) Err() error {
 // every stored chunk's checksums, and the image digest. A structural error
 // between frames (a damaged zero-run record, bytes that are no record)
 // stops it and is returned; a damaged frame is reported in Bad and the
-// others are still checked. progress (may be nil) receives logical disk
-// bytes checked.
-func (r *Reader) Verify(ctx context.Context, progress Progress) (*VerifyResult, error) {
-	if progress == nil {
-		progress = noProgress{}
-	}
+// others are still checked. prog (may be nil) gets a "verifying" phase
+// in logical disk bytes.
+func (r *Reader) Verify(ctx context.Context, prog progress.Reporter) (*VerifyResult, error) {
+	prog = progress.Or(prog)
+	prog.Start("verifying", r.hdr.DiskSize)
 	n := r.hdr.NumChunks()
 	sums := make([][32]byte, len(r.entries))
 	bad := make([]*ChunkError, len(r.entries))
@@ -89,7 +80,7 @@ func (r *Reader) Verify(ctx context.Context, progress Progress) (*VerifyResult, 
 				mu.Lock()
 				read += int64(FrameHeaderSize) + int64(r.entries[i].slen)
 				mu.Unlock()
-				progress.Add(int64(r.hdr.ChunkLen(c)))
+				prog.Add(int64(r.hdr.ChunkLen(c)))
 			}
 		}()
 	}
@@ -119,7 +110,7 @@ feed:
 	}
 	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read, want: r.ft.digest, footerOff: r.footerOff}
 	// Absent chunks count as verified zeros; report their bytes too.
-	progress.Add(r.hdr.DiskSize - storedLogical(r))
+	prog.Add(r.hdr.DiskSize - storedLogical(r))
 	dg := NewDigester(r.hdr)
 	for i, e := range r.entries {
 		c := int64(e.chunk)

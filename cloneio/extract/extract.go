@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // Sentinel errors; entry errors wrap one of them, fsdrivers.ErrUnsafeName
@@ -62,8 +63,10 @@ type Options struct {
 	NoOwner bool
 	// NoXattrs skips extended attributes.
 	NoXattrs bool
-	// Progress receives per-entry and per-byte progress; nil means none.
-	Progress Progress
+	// Progress is told of an "extracting" phase in content bytes (with a
+	// total when the source is one regular file) and, as a note, of each
+	// entry's path; nil means none.
+	Progress progress.Reporter
 	// Logger receives warnings about things skipped on purpose (device
 	// nodes without root, xattrs the host refuses); nil means none.
 	Logger *slog.Logger
@@ -71,20 +74,6 @@ type Options struct {
 	// the image the tree is read from.
 	Protect []string
 }
-
-// Progress is told what Extract does. Calls come from one goroutine.
-type Progress interface {
-	// Entry is called before an entry is created; size is the number of
-	// content bytes it will copy (0 for all but regular files).
-	Entry(path string, size int64)
-	// Bytes reports n more content bytes written.
-	Bytes(n int64)
-}
-
-type noProgress struct{}
-
-func (noProgress) Entry(string, int64) {}
-func (noProgress) Bytes(int64)         {}
 
 // Result counts what Extract created.
 type Result struct {
@@ -125,10 +114,7 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 		root:  os.Geteuid() == 0,
 		links: make(map[uint64]linkRef),
 		buf:   make([]byte, copyBufSize),
-		prog:  opt.Progress,
-	}
-	if x.prog == nil {
-		x.prog = noProgress{}
+		prog:  progress.Or(opt.Progress),
 	}
 	for _, p := range opt.Protect {
 		var st unix.Stat_t
@@ -144,6 +130,11 @@ func Extract(ctx context.Context, fsys fsdrivers.Filesystem, src, dest string, o
 	if err != nil {
 		return x.res, fmt.Errorf("extract: %s: %w", src, err)
 	}
+	total := int64(0) // a tree's size is not known before it is walked
+	if fi.Mode().IsRegular() {
+		total = fi.Size()
+	}
+	x.prog.Start("extracting", total)
 	if dest == "" {
 		return x.res, errors.New("extract: empty destination")
 	}
@@ -221,7 +212,7 @@ type extractor struct {
 	top   int  // descriptor of the directory everything is created below
 	links map[uint64]linkRef
 	buf   []byte
-	prog  Progress
+	prog  progress.Reporter
 	res   Result
 
 	errs   []error
@@ -298,11 +289,7 @@ func (x *extractor) entry(dirfd int, dir []string, name, src string, fi fs.FileI
 	}
 	st := fsdrivers.StatOf(fi)
 	mode := fi.Mode()
-	size := int64(0)
-	if mode.IsRegular() {
-		size = fi.Size()
-	}
-	x.prog.Entry(src, size)
+	progress.Note(x.prog, src)
 
 	// A second name of a hard-linked inode becomes a hard link.
 	if !mode.IsDir() && st != nil && st.Nlink > 1 && st.Ino != 0 {
@@ -542,7 +529,7 @@ func (x *extractor) copy(out *os.File, f fs.File, size int64, sparse bool) error
 			return fmt.Errorf("write: %w", err)
 		}
 		x.res.Bytes += n
-		x.prog.Bytes(n)
+		x.prog.Add(n)
 		off += n
 	}
 	if sparse {

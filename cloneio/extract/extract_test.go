@@ -445,10 +445,12 @@ func TestExtractDamagedFileContinues(t *testing.T) {
 	}
 }
 
+// countProgress counts what Extract reports: bytes, and entries as notes.
 type countProgress struct{ entries, bytes int64 }
 
-func (c *countProgress) Entry(string, int64) { c.entries++ }
-func (c *countProgress) Bytes(n int64)       { c.bytes += n }
+func (c *countProgress) Start(string, int64) {}
+func (c *countProgress) Add(n int64)         { c.bytes += n }
+func (c *countProgress) Note(string)         { c.entries++ }
 
 func TestProgress(t *testing.T) {
 	var p countProgress

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // maxFetchOutstanding bounds the objects handed to the HTTP fetcher at
@@ -121,7 +122,7 @@ func (r *receiver) fetchRest(ctx context.Context) error {
 			}
 		case <-t.C:
 			r.sendStatus(rxFetching, nil)
-			r.prog.Update(Stats{Phase: "fetching", Done: r.done, Total: int64(r.ann.bytes), Rate: r.loss.rate(time.Now())})
+			progress.Note(r.prog, "fetching the rest from the repair URL")
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
@@ -44,12 +43,11 @@ func (r *receiver) finish(ctx context.Context, recvErr error) *done {
 		err    error
 	}
 	ch := make(chan result, 1)
-	var checked countReporter
 	go func() {
 		var res result
 		res.err = r.w.Finish()
 		if res.err == nil {
-			res.digest, res.err = r.w.Verify(ctx, r.ann.digest, &checked)
+			res.digest, res.err = r.w.Verify(ctx, r.ann.digest, r.prog)
 		}
 		ch <- res
 	}()
@@ -63,7 +61,6 @@ wait:
 			break wait
 		case <-t.C:
 			r.sendStatus(rxVerifying, nil)
-			r.prog.Update(Stats{Phase: "verifying", Done: checked.n.Load(), Total: r.ann.diskSize})
 		}
 	}
 	r.res.Verify = time.Since(vstart)
@@ -84,9 +81,3 @@ wait:
 	r.res.MissingCount = bad.Count
 	return fail(resultMismatch, fmt.Sprintf("%d chunks read back differ from the image", bad.Count))
 }
-
-// countReporter counts the bytes Verify reports, for the Stats updates.
-type countReporter struct{ n atomic.Int64 }
-
-func (c *countReporter) Start(string, int64) { c.n.Store(0) }
-func (c *countReporter) Add(n int64)         { c.n.Add(n) }

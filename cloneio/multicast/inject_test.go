@@ -2,6 +2,7 @@ package multicast
 
 import (
 	"context"
+	"log/slog"
 	"math/rand"
 	"net/netip"
 	"path/filepath"
@@ -11,6 +12,18 @@ import (
 
 	"github.com/dimg-project/dimg/imagefmt"
 )
+
+// onLog is a slog.Handler that passes each message to a function: a test
+// learns what the sender did as it happens.
+type onLog func(msg string)
+
+func (f onLog) Enabled(context.Context, slog.Level) bool { return true }
+func (f onLog) Handle(_ context.Context, r slog.Record) error {
+	f(r.Message)
+	return nil
+}
+func (f onLog) WithAttrs([]slog.Attr) slog.Handler { return f }
+func (f onLog) WithGroup(string) slog.Handler      { return f }
 
 // forgery builds data packets carrying a well-formed frame with the wrong
 // content for the image's first stored chunk: if a receiver accepted them,
@@ -104,17 +117,17 @@ func TestLoopbackInjection(t *testing.T) {
 
 			joined := make(chan struct{})
 			var once sync.Once
-			prog := progressFunc(func(s Stats) {
-				if s.Receivers >= 1 {
+			logger := slog.New(onLog(func(msg string) {
+				if msg == "receiver joined" {
 					once.Do(func() { close(joined) })
 				}
-			})
+			}))
 			sendDone := make(chan error, 1)
 			var res *SendResult
 			go func() {
 				var err error
 				res, err = Send(ctx, fx.img, SendOptions{Group: grp, Port: port, Interface: "lo", MinReceivers: 2,
-					MaxWait: 30 * time.Second, Key: tc.key, Progress: prog})
+					MaxWait: 30 * time.Second, Key: tc.key, Logger: logger})
 				sendDone <- err
 			}()
 

@@ -38,7 +38,7 @@ func (r *receiver) packet(ctx context.Context, p []byte) error {
 			return nil
 		}
 		r.pass.lastHeard = time.Now()
-		r.loss.count(d.seq, len(p))
+		r.loss.count(d.seq)
 		if d.repair {
 			r.res.RepairPackets++
 		} else if q := (position{d.object, d.block}); r.pass.edge.less(q) {
@@ -59,8 +59,7 @@ func (r *receiver) packet(ctx context.Context, p []byte) error {
 }
 
 // lossMeter follows the data packets' sequence numbers: the loss over
-// the whole session, a recent loss for the sender's rate control, and the
-// rate received.
+// the whole session and a recent loss for the sender's rate control.
 type lossMeter struct {
 	first, high int64 // first and highest sequence number seen
 	have        bool  // any seen
@@ -70,17 +69,12 @@ type lossMeter struct {
 	tickPackets int64 // packets received in it
 	tickAt      time.Time
 	ppm         uint32 // recent loss, parts per million
-
-	rateBytes int64 // bytes since the last rate
-	rateAt    time.Time
-	rateNow   float64
 }
 
-// count takes one data packet of n bytes.
-func (m *lossMeter) count(seq uint32, n int) {
+// count takes one data packet.
+func (m *lossMeter) count(seq uint32) {
 	m.packets++
 	m.tickPackets++
-	m.rateBytes += int64(n)
 	if !m.have {
 		m.have = true
 		m.high = int64(seq)
@@ -107,15 +101,6 @@ func (m *lossMeter) measure(now time.Time) {
 		m.ppm = 0
 		m.tickSeq, m.tickPackets, m.tickAt = m.high, 0, now
 	}
-}
-
-// rate is the data rate received since the last call.
-func (m *lossMeter) rate(now time.Time) float64 {
-	if dt := now.Sub(m.rateAt).Seconds(); !m.rateAt.IsZero() && dt > 0 {
-		m.rateNow = float64(m.rateBytes) / dt
-	}
-	m.rateAt, m.rateBytes = now, 0
-	return m.rateNow
 }
 
 // totalPct is the share of data packets lost over the whole session.

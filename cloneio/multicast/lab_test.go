@@ -205,15 +205,19 @@ func TestLabHelper(t *testing.T) {
 			t.Fatal(ferr)
 		}
 		rt, _ := time.ParseDuration(cfg.ReceiverTimeout)
-		var last string
-		prog := progressFunc(func(s Stats) {
-			// One line per update for the harness to follow.
-			line := fmt.Sprintf("progress %s %d %d", s.Phase, s.Done, s.Total)
-			if line != last {
-				fmt.Println(line)
-				last = line
+		var lastPhase string
+		var lastPct int64
+		prog := &watch{on: func(phase string, done, total int64) {
+			// A line per phase and per percent for the harness to follow.
+			pct := int64(-1)
+			if total > 0 {
+				pct = done * 100 / total
 			}
-		})
+			if phase != lastPhase || pct != lastPct {
+				fmt.Printf("progress %s %d %d\n", phase, done, total)
+				lastPhase, lastPct = phase, pct
+			}
+		}}
 		res.Send, err = Send(ctx, cfg.Image, SendOptions{Group: cfg.Group, Port: cfg.Port, Interface: cfg.Interface,
 			MinReceivers: cfg.MinReceivers, MaxWait: 60 * time.Second, MaxRate: cfg.MaxRate, FEC: fec,
 			ReceiverTimeout: rt, Progress: prog})

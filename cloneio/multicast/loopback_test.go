@@ -216,9 +216,9 @@ func TestLoopbackLateJoiner(t *testing.T) {
 			late := filepath.Join(t.TempDir(), "late")
 			lateOut := make(chan rxOut, 1)
 			var once sync.Once
-			prog := progressFunc(func(s Stats) {
+			prog := &watch{on: func(phase string, done, total int64) {
 				// Join once a third of the pass is out.
-				if s.Phase == "sending" && s.Done > s.Total/3 {
+				if phase == "sending" && done > total/3 {
 					once.Do(func() {
 						go func() {
 							res, err := Receive(ctx, late, ReceiveOptions{Group: grp, Port: port, Interface: "lo",
@@ -227,7 +227,7 @@ func TestLoopbackLateJoiner(t *testing.T) {
 						}()
 					})
 				}
-			})
+			}}
 			res, err := Send(ctx, fx.img, SendOptions{Group: grp, Port: port, Interface: "lo", MinReceivers: 2,
 				MaxWait: 20 * time.Second, MaxRate: 4 << 20, Progress: prog})
 			if err != nil {
@@ -260,9 +260,28 @@ func TestLoopbackLateJoiner(t *testing.T) {
 	}
 }
 
-type progressFunc func(Stats)
+// watch is a progress.Reporter for tests: on sees the phase and the
+// counts after every Start and Add.
+type watch struct {
+	mu          sync.Mutex
+	phase       string
+	done, total int64
+	on          func(phase string, done, total int64)
+}
 
-func (f progressFunc) Update(s Stats) { f(s) }
+func (w *watch) Start(phase string, total int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.phase, w.done, w.total = phase, 0, total
+	w.on(w.phase, w.done, w.total)
+}
+
+func (w *watch) Add(n int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.done += n
+	w.on(w.phase, w.done, w.total)
+}
 
 // TestLoopbackKilledReceiver stops one receiver mid-way: the others
 // finish, the sender reports it lost and returns ErrPartial.
@@ -281,11 +300,11 @@ func TestLoopbackKilledReceiver(t *testing.T) {
 		killed <- rxOut{res, err}
 	}()
 	var once sync.Once
-	prog := progressFunc(func(s Stats) {
-		if s.Phase == "sending" && s.Done > s.Total/4 {
+	prog := &watch{on: func(phase string, done, total int64) {
+		if phase == "sending" && done > total/4 {
 			once.Do(kill)
 		}
-	})
+	}}
 	res, err := Send(ctx, fx.img, SendOptions{Group: grp, Port: port, Interface: "lo", MinReceivers: 3,
 		MaxWait: 20 * time.Second, MaxRate: 6 << 20, ReceiverTimeout: time.Second, Progress: prog})
 	if !errors.Is(err, ErrPartial) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // ReceiveOptions configure Receive. The zero value of every field is a
@@ -51,7 +52,9 @@ type ReceiveOptions struct {
 	// register the target's cleanup (Abort on an interrupt).
 	OpenTarget func(path string, diskSize int64, sectorSize int) (*cloneio.Target, error)
 
-	Progress Progress
+	// Progress is told of the "receiving" phase (object bytes written,
+	// with the loss as a note) and the "verifying" one (disk bytes).
+	Progress progress.Reporter
 	Logger   *slog.Logger
 
 	// dropData, when set (tests), drops data packets it returns true for,
@@ -118,7 +121,7 @@ const (
 type receiver struct {
 	opt    ReceiveOptions
 	log    *slog.Logger
-	prog   Progress
+	prog   progress.Reporter
 	path   string
 	link   *link
 	pass   passState
@@ -134,7 +137,6 @@ type receiver struct {
 
 	res       ReceiveResult
 	statusSeq uint32
-	done      int64  // object bytes written (progress)
 	pkt       []byte // the datagram read
 }
 
@@ -169,9 +171,7 @@ func Receive(ctx context.Context, path string, opt ReceiveOptions) (*ReceiveResu
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	if r.prog == nil {
-		r.prog = noProgress{}
-	}
+	r.prog = progress.Or(r.prog)
 	l := &link{ep: ep, key: opt.Key, sig: newSigner(opt.Key), events: make(chan replyEvent, 16), out: make([]byte, maxDatagram)}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -204,6 +204,7 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 	r.res = ReceiveResult{Target: r.path, Session: fmt.Sprintf("%016x", r.link.session), Sender: r.link.sender.String(),
 		ImageID: formatUUID(a.uuid), Digest: hex.EncodeToString(a.digest[:]), DiskSize: a.diskSize, Objects: int(a.objects)}
 	r.log.Info("joined session", "session", r.res.Session, "sender", r.link.sender, "objects", a.objects)
+	r.prog.Start("receiving", int64(a.bytes))
 	t, err := r.opt.OpenTarget(r.path, a.diskSize, a.sectorSize)
 	if err != nil {
 		return nil, err
@@ -260,7 +261,6 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 	r.res.Dropped = r.link.drops.snapshot()
 	r.res.LossPct = r.loss.totalPct()
 	r.res.Acknowledged = r.link.report(ctx, d, r.pass.ended != 0, a.symSize+dataHdrLen)
-	r.prog.Update(Stats{Phase: "done", Done: a.diskSize, Total: a.diskSize})
 	switch {
 	case r.res.OK:
 		return &r.res, nil
@@ -341,8 +341,7 @@ func (r *receiver) tick(now time.Time) (stop bool, err error) {
 	}
 	r.sendStatus(rxReceiving, r.asm.nacks(r.pass.prevEdge, all, !useHTTP, nackPages*r.nacksPerPage()))
 	r.pass.prevEdge = r.pass.edge
-	r.prog.Update(Stats{Phase: "receiving", Done: r.done, Total: int64(r.ann.bytes),
-		Rate: r.loss.rate(now), Repairs: r.res.Requested, LossPct: float64(r.loss.ppm) / 1e4})
+	progress.Note(r.prog, fmt.Sprintf("loss %.1f%%, %d symbols asked again", float64(r.loss.ppm)/1e4, r.res.Requested))
 	return false, nil
 }
 

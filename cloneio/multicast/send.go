@@ -12,6 +12,7 @@ import (
 
 	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // SendOptions configure Send. The zero value of every field is a default.
@@ -37,8 +38,10 @@ type SendOptions struct {
 	LossThreshold float64
 
 	SessionID uint64 // 0: random
-	Progress  Progress
-	Logger    *slog.Logger
+	// Progress is told of the phases "waiting", "sending" (bytes of the
+	// pass) and "repairing" (bytes sent), with the receivers as a note.
+	Progress progress.Reporter
+	Logger   *slog.Logger
 }
 
 // SendResult is what Send reports.
@@ -180,9 +183,7 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.prog == nil {
-		s.prog = noProgress{}
-	}
+	s.prog = progress.Or(s.prog)
 	s.rs = &roster{log: s.log, rx: map[uint64]*rxState{}}
 	digest := img.Digest()
 	s.g = geometry{sym: sym, k: opt.FEC.block(), p: opt.FEC.Parity, objects: uint32(len(src.objs)), frames: src.frames,

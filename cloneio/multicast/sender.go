@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // sender runs one session. Its parts each own their state: the image's
@@ -15,7 +17,7 @@ import (
 type sender struct {
 	opt     SendOptions
 	log     *slog.Logger
-	prog    Progress
+	prog    progress.Reporter
 	path    string
 	g       geometry
 	ann     announce
@@ -27,6 +29,7 @@ type sender struct {
 	phase   uint8
 	cursor  uint32 // next object of the pass
 	sent    int64  // bytes of the pass sent
+	mark    int64  // transmitter bytes already reported as repairs
 	started time.Time
 	passEnd time.Time
 
@@ -40,6 +43,7 @@ func (s *sender) run(ctx context.Context) (*SendResult, error) {
 
 	start := time.Now()
 	s.phase = stateWaiting
+	s.prog.Start("waiting", 0)
 	if s.opt.MaxWait > 0 {
 		s.maxWaitAt = start.Add(s.opt.MaxWait)
 	}
@@ -107,6 +111,7 @@ loop:
 				}
 				s.cursor = f.obj + 1
 				s.sent += int64(s.src.objs[f.obj].length)
+				s.prog.Add(int64(s.src.objs[f.obj].length))
 				if s.cursor == s.g.objects {
 					s.endPass(time.Now())
 				}
@@ -133,7 +138,6 @@ loop:
 		time.Sleep(20 * time.Millisecond)
 	}
 	res := s.result(time.Since(start))
-	s.prog.Update(Stats{Phase: "done", Done: s.src.bytes, Total: s.src.bytes, Receivers: len(s.rs.rx), Finished: len(s.rs.rx)})
 	switch {
 	case errors.Is(runErr, ErrNoReceivers):
 		return res, fmt.Errorf("%w within %s", ErrNoReceivers, s.opt.MaxWait)
@@ -146,6 +150,8 @@ loop:
 func (s *sender) endPass(now time.Time) {
 	s.phase = stateRepairing
 	s.passEnd = now
+	s.prog.Start("repairing", 0)
+	s.mark = s.tx.bytes
 	s.nextAnnounce = now // tell receivers at once: everything not received is lost
 	s.log.Info("first pass complete", "duration", now.Sub(s.started), "backlog", s.rq.backlogN)
 }
@@ -247,6 +253,7 @@ func (s *sender) housekeep(now time.Time) (stop bool, err error) {
 			s.phase = stateSending
 			s.nextAnnounce = now
 			s.log.Info("starting", "receivers", n)
+			s.prog.Start("sending", s.src.bytes)
 			if len(s.src.objs) == 0 {
 				s.endPass(now)
 			}
@@ -262,18 +269,17 @@ func (s *sender) housekeep(now time.Time) (stop bool, err error) {
 			return true, nil // everyone reported or was given up
 		}
 	}
-	s.prog.Update(Stats{Phase: phaseName(s.phase), Done: s.passDone(), Total: s.src.bytes, Rate: s.tx.sentRate,
-		Receivers: len(s.rs.rx), Finished: finished, Repairs: s.tx.repairs, LossPct: float64(worst) / 1e4})
-	return false, nil
-}
-
-func (s *sender) passDone() int64 {
-	if s.phase >= stateRepairing {
-		return s.src.bytes
+	if s.phase == stateRepairing {
+		s.prog.Add(s.tx.bytes - s.mark)
+		s.mark = s.tx.bytes
 	}
-	return s.sent
-}
-
-func phaseName(p uint8) string {
-	return [...]string{"", "waiting", "sending", "repairing", "done", "aborted"}[p]
+	note := fmt.Sprintf("%d receivers, %d done", len(s.rs.rx), finished)
+	if worst > 0 {
+		note += fmt.Sprintf(", loss %.1f%%", float64(worst)/1e4)
+	}
+	if s.tx.repairs > 0 {
+		note += fmt.Sprintf(", %d repair packets", s.tx.repairs)
+	}
+	progress.Note(s.prog, note)
+	return false, nil
 }

@@ -156,7 +156,7 @@ func (r *receiver) written(res writeResult) error {
 	default:
 		r.asm.setState(res.obj, objWritten)
 		r.res.BytesWritten += int64(res.logical)
-		r.done += int64(res.size)
+		r.prog.Add(int64(res.size))
 		if res.fetch {
 			r.res.Fetched++
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/dimg-project/dimg/imagefmt"
+	"github.com/dimg-project/dimg/internal/progress"
 )
 
 // Summary is what an image says about itself without reading its data:
@@ -77,15 +78,15 @@ func (e *VerifyError) Unwrap() error {
 }
 
 // Verify reads every stored chunk of the image, checks its checksums and
-// recomputes the image digest; progress (may be nil) gets the disk bytes
-// checked. The result is returned whenever the check ran; damage makes
+// recomputes the image digest; prog (may be nil) gets a "verifying" phase
+// in disk bytes. The result is returned whenever the check ran; damage makes
 // the error a *VerifyError beside it.
-func (s *Source) Verify(ctx context.Context, progress imagefmt.Progress) (*imagefmt.VerifyResult, error) {
+func (s *Source) Verify(ctx context.Context, prog progress.Reporter) (*imagefmt.VerifyResult, error) {
 	img, err := s.requireImage()
 	if err != nil {
 		return nil, err
 	}
-	res, err := img.Verify(ctx, progress)
+	res, err := img.Verify(ctx, prog)
 	if err != nil {
 		return nil, err
 	}

@@ -41,12 +41,6 @@ dimg exits non-zero.`,
 	return cmd
 }
 
-// extractProgress feeds the progress bar; one goroutine calls it.
-type extractProgress struct{ bar *progressBar }
-
-func (p extractProgress) Entry(string, int64) {}
-func (p extractProgress) Bytes(n int64)       { p.bar.Add(n) }
-
 func runExtract(cmd *cobra.Command, imgPath, spec, dest string, opt extract.Options) error {
 	log := stderrLogger()
 	src, err := openSource(cmd, imgPath, log)
@@ -58,17 +52,11 @@ func runExtract(cmd *cobra.Command, imgPath, spec, dest string, opt extract.Opti
 	if err != nil {
 		return err
 	}
-	fi, err := loc.Lstat()
-	if err != nil {
+	if _, err := loc.Lstat(); err != nil {
 		return err
 	}
 	bar := newProgress(cmd, "extract")
-	if fi.Mode().IsRegular() {
-		bar.Start("extracting", fi.Size())
-	}
-	if bar != nil {
-		opt.Progress = extractProgress{bar}
-	}
+	opt.Progress = bar
 	opt.Logger = log
 	opt.Protect = []string{imgPath} // --force must not replace the image itself
 	res, err := extract.Extract(cmd.Context(), loc.FS, loc.Path, dest, opt)

@@ -59,7 +59,7 @@ func newProgress(cmd *cobra.Command, label string) *progressBar {
 	return &progressBar{w: os.Stderr, label: label}
 }
 
-// Start begins a phase: the count and the rate start over.
+// Start begins a phase: the count, the rate and the note start over.
 func (p *progressBar) Start(phase string, total int64) {
 	if p == nil {
 		return
@@ -67,7 +67,7 @@ func (p *progressBar) Start(phase string, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	p.phase, p.total, p.done = phase, total, 0
+	p.phase, p.total, p.done, p.note = phase, total, 0, ""
 	p.rate, p.rateAt, p.rateDone = 0, now, 0
 	p.draw(now)
 }
@@ -119,9 +119,8 @@ func (p *progressBar) draw(now time.Time) {
 	}
 	if p.rate > 0 {
 		line += fmt.Sprintf("  %s/s", humanBytes(int64(p.rate)))
-		if p.total > p.done {
-			eta := time.Duration(float64(p.total-p.done) / p.rate * float64(time.Second))
-			line += "  ETA " + eta.Round(time.Second).String()
+		if eta := time.Duration(float64(p.total-p.done) / p.rate * float64(time.Second)).Round(time.Second); eta > 0 {
+			line += "  ETA " + eta.String()
 		}
 	}
 	if p.note != "" {

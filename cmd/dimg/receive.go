@@ -79,7 +79,7 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 			return usagef("--session %q: want the hex id 'dimg send' prints", opt.session)
 		}
 	}
-	prog := newMcastProgress(cmd, "receive")
+	prog := newProgress(cmd, "receive")
 	// Open the target here so an interrupt that outlasts Receive's own
 	// cleanup still removes a file target's temporary file.
 	topt := cloneio.TargetOptions{Force: opt.force, Discard: opt.discard}
@@ -100,9 +100,9 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 		OpenTarget: openTarget,
 		Group:      opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, Key: key, RepairURL: opt.repairURL,
 		Wait: opt.wait, SenderTimeout: opt.senderTimeout, Session: session,
-		Progress: prog.progress(),
+		Progress: prog,
 	})
-	prog.finish()
+	prog.Finish()
 	if res != nil {
 		if opt.json {
 			if perr := printJSON(res); perr != nil {

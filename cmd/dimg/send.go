@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -146,13 +145,13 @@ func runSend(cmd *cobra.Command, img string, opt sendFlags) error {
 	if opt.minReceivers < 1 {
 		return usagef("--min-receivers must be at least 1")
 	}
-	prog := newMcastProgress(cmd, "send")
+	prog := newProgress(cmd, "send")
 	res, err := multicast.Send(cmd.Context(), img, multicast.SendOptions{
 		Group: opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, TTL: opt.ttl, MTU: opt.mtu,
 		MinReceivers: opt.minReceivers, MaxWait: opt.maxWait, MaxRate: rate, FEC: fec, Key: key,
-		ReceiverTimeout: opt.rxTimeout, Progress: prog.progress(),
+		ReceiverTimeout: opt.rxTimeout, Progress: prog,
 	})
-	prog.finish()
+	prog.Finish()
 	if res != nil {
 		if opt.json {
 			if perr := printJSON(res); perr != nil {
@@ -210,66 +209,4 @@ func formatRanges(rs []multicast.ChunkRange, total int64) string {
 		fmt.Fprintf(&b, " (%d in all)", total)
 	}
 	return b.String()
-}
-
-// mcastProgress draws multicast.Stats on one terminal line.
-type mcastProgress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	label string
-	drawn bool
-}
-
-// newMcastProgress returns nil unless stderr is a terminal and -q is off.
-func newMcastProgress(cmd *cobra.Command, label string) *mcastProgress {
-	if q, _ := cmd.Flags().GetBool("quiet"); q || !isTerminal(os.Stderr) {
-		return nil
-	}
-	return &mcastProgress{w: os.Stderr, label: label}
-}
-
-func (p *mcastProgress) Update(s multicast.Stats) {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	line := fmt.Sprintf("%s %s: %s", p.label, s.Phase, humanBytes(s.Done))
-	if s.Total > 0 {
-		line += fmt.Sprintf(" / %s (%.0f%%)", humanBytes(s.Total), float64(s.Done)*100/float64(s.Total))
-	}
-	if s.Rate > 0 {
-		line += fmt.Sprintf("  %s/s", humanBytes(int64(s.Rate)))
-	}
-	if s.Receivers > 0 {
-		line += fmt.Sprintf("  %d receivers, %d done", s.Receivers, s.Finished)
-	}
-	if s.LossPct > 0 {
-		line += fmt.Sprintf("  loss %.1f%%", s.LossPct)
-	}
-	if s.Repairs > 0 {
-		line += fmt.Sprintf("  %d repairs", s.Repairs)
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s", line)
-	p.drawn = true
-}
-
-func (p *mcastProgress) finish() {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
-}
-
-// progress returns p as a multicast.Progress, or nil (no progress) when
-// p is nil: a nil *mcastProgress in the interface would not be nil.
-func (p *mcastProgress) progress() multicast.Progress {
-	if p == nil {
-		return nil
-	}
-	return p
 }

@@ -32,7 +32,6 @@ func runVerify(cmd *cobra.Command, path string, jsonOut bool) error {
 	}
 	defer src.Close()
 	prog := newProgress(cmd, "verify")
-	prog.Start("verifying", src.Size())
 	res, err := src.Verify(cmd.Context(), prog)
 	prog.Finish()
 	if res == nil {
