@@ -80,7 +80,7 @@ const verifyBatch = 64
 // without a read, and chunks VerifyAhead already checked are not read
 // again. It returns the digest of the target; a mismatch is a
 // *VerifyError. prog (nil: none) gets a "verifying" phase. Call after
-// Finish.
+// Finish, and after stopping VerifyAhead.
 func (w *ChunkWriter) Verify(ctx context.Context, want [32]byte, prog progress.Reporter) ([32]byte, error) {
 	if !w.finished {
 		return [32]byte{}, errors.New("cloneio: Verify before Finish")
