@@ -39,6 +39,10 @@ type ChunkWriter struct {
 	aheadLen int64      // their bytes
 	checked  bitset.Set // stored chunks VerifyAhead read back right
 	finished bool
+	version  uint32 // image format whose digest Digest and Verify compute
+	// final is, in rewrite mode, each chunk's last state (nil sum: zero);
+	// nil otherwise.
+	final map[int64]*[32]byte
 }
 
 // chunkSum is a stored chunk's SHA-256.
@@ -62,6 +66,26 @@ func NewChunkWriter(t *Target, chunkSize int, prog progress.Reporter) *ChunkWrit
 	return &ChunkWriter{t: t, cs: int64(chunkSize), n: n, prog: progress.Or(prog), done: bitset.New(n)}
 }
 
+// SetImageVersion makes Digest and Verify compute the digest the way image
+// format version v defines it (imagefmt.Version, the default, or
+// imagefmt.Version2, whose digest is the root of its index tree). Call
+// before Finish.
+func (w *ChunkWriter) SetImageVersion(v uint32) {
+	w.mu.Lock()
+	w.version = v
+	w.mu.Unlock()
+}
+
+// AllowRewrites lets a chunk be written or zeroed again, the last call
+// winning: a stream of an image with several commits replays them in
+// order. The calls for one chunk must then come in order (from one
+// goroutine). Call before any write.
+func (w *ChunkWriter) AllowRewrites() {
+	w.mu.Lock()
+	w.final = map[int64]*[32]byte{}
+	w.mu.Unlock()
+}
+
 // NumChunks is the number of chunks of the disk.
 func (w *ChunkWriter) NumChunks() int64 { return w.n }
 
@@ -82,7 +106,7 @@ func (w *ChunkWriter) claim(c, n int64, what string) error {
 	if w.finished {
 		return fmt.Errorf("cloneio: %s after Finish", what)
 	}
-	if d := w.done.Next(c); d >= 0 && d < c+n {
+	if d := w.done.Next(c); d >= 0 && d < c+n && w.final == nil {
 		return fmt.Errorf("%w: %s: chunk %d is already written, zeroed or unused", imagefmt.ErrCorrupt, what, d)
 	}
 	w.done.AddRange(c, c+n)
@@ -108,7 +132,11 @@ func (w *ChunkWriter) WriteChunk(c int64, data []byte, sum [32]byte) error {
 	}
 	n := int64(len(data))
 	w.mu.Lock()
-	w.sums = append(w.sums, chunkSum{c, sum})
+	if w.final != nil {
+		w.final[c] = &sum
+	} else {
+		w.sums = append(w.sums, chunkSum{c, sum})
+	}
 	w.stats.Written += n
 	if w.checked != nil {
 		w.ahead = append(w.ahead, chunkSum{c, sum})
@@ -123,12 +151,29 @@ func (w *ChunkWriter) WriteChunk(c int64, data []byte, sum [32]byte) error {
 func (w *ChunkWriter) ZeroRun(z imagefmt.ZeroRun) error {
 	w.mu.Lock()
 	err := w.claim(z.Start, z.Count, "zero run")
-	if err == nil {
+	var rewritten []int64 // chunks written before: ZeroRange may skip them
+	if err == nil && w.final != nil {
+		for c := z.Start; c < z.Start+z.Count; c++ {
+			if s, ok := w.final[c]; ok && s != nil {
+				rewritten = append(rewritten, c)
+			}
+			w.final[c] = nil
+		}
+	} else if err == nil {
 		w.runs = append(w.runs, z)
 	}
 	w.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if len(rewritten) > 0 {
+		zeros := make([]byte, w.cs)
+		for _, c := range rewritten {
+			off, l := w.span(c, 1)
+			if _, err := w.t.WriteAt(zeros[:l], off); err != nil {
+				return fmt.Errorf("zero target bytes %d-%d: %w", off, off+l-1, err)
+			}
+		}
 	}
 	off, n := w.span(z.Start, z.Count)
 	if err := w.t.ZeroRange(off, n); err != nil {
@@ -199,6 +244,17 @@ func (w *ChunkWriter) Finish() error {
 	}
 	w.done.AddRange(0, w.n)
 	w.finished = true
+	if w.final != nil {
+		// Rewrite mode: each chunk's last state makes the lists.
+		for c, sum := range w.final {
+			if sum != nil {
+				w.sums = append(w.sums, chunkSum{c, *sum})
+			} else {
+				w.runs = append(w.runs, imagefmt.ZeroRun{Start: c, Count: 1})
+			}
+		}
+		w.final = nil
+	}
 	slices.SortFunc(w.sums, func(a, b chunkSum) int { return cmp.Compare(a.chunk, b.chunk) })
 	slices.SortFunc(w.runs, func(a, b imagefmt.ZeroRun) int { return cmp.Compare(a.Start, b.Start) })
 	w.mu.Unlock()
@@ -238,5 +294,5 @@ func (w *ChunkWriter) Digest() ([32]byte, error) {
 
 // header is the geometry the digest is defined over.
 func (w *ChunkWriter) header() *imagefmt.Header {
-	return &imagefmt.Header{ChunkSize: int(w.cs), DiskSize: w.t.diskSize}
+	return &imagefmt.Header{Version: w.version, ChunkSize: int(w.cs), DiskSize: w.t.diskSize}
 }

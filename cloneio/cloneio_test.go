@@ -142,3 +142,105 @@ func TestRangeIterAndMerge(t *testing.T) {
 }
 
 func fmtSscan(s string, kb *int) (int, error) { return fmt.Sscan(s, kb) }
+
+// TestRestoreCommitsAndDelta: an image with commits restores to its newest
+// state from the file and through a pipe (the stream replays the
+// commits), and a delta chain restores from its file.
+func TestRestoreCommitsAndDelta(t *testing.T) {
+	ctx := context.Background()
+	src, data := randomDisk(t, 6<<20)
+	dev, _ := OpenSource(src)
+	defer dev.Close()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "img.dimg")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Capture(ctx, dev, SectorPlan(dev.Size, 512), f, CaptureOptions{ChunkSize: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	const cs = 64 << 10
+	// Two commits: new bytes over chunk 3, chunk 20 zeroed, chunk 40
+	// unused; then chunk 3 again and chunk 60.
+	ed, err := imagefmt.OpenEditor(path, imagefmt.EditorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	change := func(c int64, state imagefmt.ChunkState, fill byte) imagefmt.ChunkChange {
+		ch := imagefmt.ChunkChange{Chunk: c, State: state}
+		clear(data[c*cs : (c+1)*cs])
+		if state == imagefmt.ChunkStored {
+			for i := c * cs; i < (c+1)*cs; i += 7 {
+				data[i] = fill
+			}
+			ch.Data = data[c*cs : (c+1)*cs]
+		}
+		return ch
+	}
+	for i, chs := range [][]imagefmt.ChunkChange{
+		{change(3, imagefmt.ChunkStored, 1), change(20, imagefmt.ChunkZero, 0), change(40, imagefmt.ChunkUnused, 0)},
+		{change(3, imagefmt.ChunkStored, 2), change(60, imagefmt.ChunkStored, 3)},
+	} {
+		if _, err := ed.Commit(ctx, func(yield func(imagefmt.ChunkChange, error) bool) {
+			for _, ch := range chs {
+				if !yield(ch, nil) {
+					return
+				}
+			}
+		}, imagefmt.CommitOptions{Message: fmt.Sprint("commit ", i+2)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := ed.Reader()
+	restore := func(name string, run func(tg *Target) (*RestoreResult, error), want []byte) {
+		t.Helper()
+		dst := filepath.Join(dir, name+".img")
+		tg, err := OpenTarget(dst, int64(len(want)), 0, TargetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := run(tg); err != nil || !res.Verified {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := tg.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(dst); !bytes.Equal(got, want) {
+			t.Fatalf("%s: restored disk differs", name)
+		}
+	}
+	restore("file", func(tg *Target) (*RestoreResult, error) {
+		return RestoreImage(ctx, base, tg, RestoreOptions{Verify: true})
+	}, data)
+	raw, _ := os.ReadFile(path)
+	restore("pipe", func(tg *Target) (*RestoreResult, error) {
+		s, err := imagefmt.NewStreamReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, err
+		}
+		if s.Commits() != 3 {
+			t.Fatalf("stream of %d commits", s.Commits())
+		}
+		return RestoreStream(ctx, s, tg, RestoreOptions{Verify: true})
+	}, data)
+
+	// A delta over the newest commit changes chunk 5.
+	flat := bytes.Clone(data)
+	for i := 5 * cs; i < 6*cs; i++ {
+		flat[i] = 9
+	}
+	dpath := filepath.Join(dir, "delta.dimg")
+	de, err := imagefmt.CreateDelta(ctx, dpath, base, path, func(yield func(imagefmt.ChunkChange, error) bool) {
+		yield(imagefmt.ChunkChange{Chunk: 5, State: imagefmt.ChunkStored, Data: flat[5*cs : 6*cs]}, nil)
+	}, imagefmt.CommitOptions{Message: "delta"}, imagefmt.EditorOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore("delta", func(tg *Target) (*RestoreResult, error) {
+		return RestoreImage(ctx, de.Reader(), tg, RestoreOptions{Verify: true})
+	}, flat)
+	de.Close()
+	ed.Close()
+}

@@ -48,23 +48,29 @@ type restorer struct {
 	hdr  *imagefmt.Header
 	w    *ChunkWriter
 	next int64 // next chunk not yet accounted for
-	pool sync.Pool
-	work chan restoreItem
-	mu   sync.Mutex
-	werr error
+	// replay: chunks come again and out of order (a stream of several
+	// commits); nothing between them is unused, the last write wins, so
+	// frames are written in stream order, by the feeder, like zero runs.
+	replay    bool
+	replayBuf []byte
+	pool      sync.Pool
+	work      chan restoreItem
+	mu        sync.Mutex
+	werr      error
 }
 
 func newRestorer(hdr *imagefmt.Header, t *Target, opt RestoreOptions) *restorer {
 	prog := progress.Or(opt.Progress)
 	prog.Start("writing", hdr.DiskSize)
 	r := &restorer{hdr: hdr, w: NewChunkWriter(t, hdr.ChunkSize, prog)}
+	r.w.SetImageVersion(hdr.Version)
 	r.pool.New = func() any { b := make([]byte, imagefmt.FrameBufSize(hdr.ChunkSize)); return &b }
 	return r
 }
 
 // unusedTo accounts chunks [r.next, c) as unused.
 func (r *restorer) unusedTo(c int64) error {
-	if c <= r.next {
+	if c <= r.next || r.replay {
 		return nil
 	}
 	n := c - r.next
@@ -86,6 +92,14 @@ func (r *restorer) frame(ctx context.Context, f imagefmt.Frame, buf *[]byte) err
 		return err
 	}
 	r.next = f.Chunk + 1
+	if r.replay {
+		if r.replayBuf == nil {
+			r.replayBuf = make([]byte, r.hdr.ChunkSize)
+		}
+		err := r.write(restoreItem{raw: f.Raw, buf: buf}, r.replayBuf)
+		r.pool.Put(buf)
+		return err
+	}
 	select {
 	case r.work <- restoreItem{raw: f.Raw, off: f.Offset, buf: buf}:
 		return nil
@@ -211,10 +225,17 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 	return r.finish(ctx, opt, digest, start)
 }
 
-// RestoreStream writes the disk read from an image stream to t.
+// RestoreStream writes the disk read from an image stream to t. A stream
+// of an image with several commits replays them (imagefmt's "last record
+// wins"): its chunks are written in stream order by one goroutine, so
+// that a later commit's chunk lands after an earlier one's.
 func RestoreStream(ctx context.Context, s *imagefmt.StreamReader, t *Target, opt RestoreOptions) (*RestoreResult, error) {
 	start := time.Now()
 	r := newRestorer(s.Header(), t, opt)
+	if s.Commits() > 1 {
+		r.replay = true
+		r.w.AllowRewrites()
+	}
 	err := r.run(ctx, opt, func(ctx context.Context) error {
 		for {
 			f, err := s.Next()

@@ -30,11 +30,20 @@ type Digester struct {
 	h    hash.Hash
 	next int64    // lowest chunk number Add accepts
 	full [32]byte // sum of a full-length zero chunk
+	// tree hashes a version 2 image's index tree (its root hash is the
+	// digest); nil for version 1.
+	tree *treeBuilder
 }
 
-// NewDigester starts a digest for an image with header hdr.
+// NewDigester starts a digest for an image with header hdr: version 1's
+// hash of the concatenated sums, or version 2's root hash of the index
+// tree (FORMAT.md, "Index tree"), chosen by hdr.Version.
 func NewDigester(hdr *Header) *Digester {
-	return &Digester{hdr: hdr, h: sha256.New(), full: ZeroSum(hdr.ChunkSize)}
+	d := &Digester{hdr: hdr, h: sha256.New(), full: ZeroSum(hdr.ChunkSize)}
+	if hdr.Version == Version2 {
+		d.tree = newTreeBuilder(newGeometry(hdr), nil, false)
+	}
+	return d
 }
 
 // Next is the lowest chunk number Add accepts.
@@ -62,6 +71,10 @@ func (d *Digester) Add(c int64, sum [32]byte) error {
 	if c < d.next || c >= d.hdr.NumChunks() {
 		return fmt.Errorf("imagefmt: digest: chunk %d out of order or range (next %d)", c, d.next)
 	}
+	if d.tree != nil {
+		d.next = c + 1
+		return d.tree.addSum(c, sum)
+	}
 	d.skipTo(c)
 	d.h.Write(sum[:])
 	d.next = c + 1
@@ -70,6 +83,10 @@ func (d *Digester) Add(c int64, sum [32]byte) error {
 
 // Sum counts the remaining chunks as zeros and returns the digest.
 func (d *Digester) Sum() [32]byte {
+	if d.tree != nil {
+		_, s, _ := d.tree.finish()
+		return s
+	}
 	d.skipTo(d.hdr.NumChunks())
 	var s [32]byte
 	d.h.Sum(s[:0])

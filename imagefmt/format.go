@@ -62,7 +62,13 @@ type Header struct {
 	Created     time.Time
 	ToolVersion string
 	// Metadata is the disk description (JSON, see DiskInfo), opaque here.
+	// In a version 2 image it is the opened commit's metadata record.
 	Metadata []byte
+	// Version 2 only: the feature flags of the header block (a commit
+	// may add incompatible ones, see Reader.Features), and the base of a
+	// delta image (nil otherwise).
+	Incompat, ROCompat, Compat uint32
+	Base                       *BaseRef
 }
 
 // NumChunks is how many chunks cover the disk.

@@ -39,7 +39,7 @@ func writeImage(t testing.TB, disk []byte, chunk int) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := NewWriter(&buf, WriterOptions{DiskSize: int64(len(disk)), ChunkSize: chunk, ToolVersion: "test",
-		Created: time.Unix(1700000000, 0), UUID: [16]byte{1, 2, 3}, Metadata: []byte(`{"table":"none"}`)})
+		Created: time.Unix(1700000000, 0), UUID: [16]byte{1, 2, 3}, Metadata: []byte(`{"table":"none"}`), Version: Version})
 	if err != nil {
 		t.Fatal(err)
 	}

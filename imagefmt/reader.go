@@ -22,6 +22,12 @@ type ReaderOptions struct {
 	CacheBytes int64
 	// Logger, if set, gets one line per chunk that fails verification.
 	Logger *slog.Logger
+	// Commit opens an older commit of a version 2 image (numbered from
+	// 1, the capture); 0 opens the newest.
+	Commit int64
+	// Base is the opened base of a delta image (required for one, see
+	// OpenChain); reads of chunks the delta does not hold go to it.
+	Base *Reader
 }
 
 // Reader is an io.ReaderAt over the logical disk of an image. It is safe
@@ -45,6 +51,14 @@ type Reader struct {
 	bufs   sync.Pool // frame read buffers
 	// prefetch bounds background chunk loads (one slot per core).
 	prefetch chan struct{}
+	// t is a version 2 image's index (nil for version 1).
+	t *treeIndex
+	// name is the file's path when opened by path (for messages).
+	name string
+	// chain holds the bases OpenChain opened, closed with this Reader.
+	chain    []*Reader
+	errMu    sync.Mutex
+	indexErr error
 }
 
 // Open opens an image file.
@@ -78,7 +92,7 @@ func OpenOptions(path string, opt ReaderOptions) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	r.closer = f
+	r.closer, r.name = f, path
 	return r, nil
 }
 
@@ -92,6 +106,9 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	buf := make([]byte, min(size, 64<<10))
 	if err := read(buf, 0); err != nil {
 		return nil, fmt.Errorf("imagefmt: read header: %w", err)
+	}
+	if isV2(buf) {
+		return newReaderV2(ra, size, buf, opt)
 	}
 	hl, err := checkStart(buf[:min(len(buf), 16)], size)
 	if err != nil {
@@ -109,6 +126,9 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	hdr, err := parseHeader(buf[:hl])
 	if err != nil {
 		return nil, err
+	}
+	if opt.Commit > 1 || opt.Base != nil {
+		return nil, fmt.Errorf("imagefmt: a version 1 image has one commit and no base")
 	}
 	r := &Reader{ra: ra, size: size, hlen: int64(hl), hdr: hdr, log: opt.Logger}
 	t, err := checkTail(hdr, int64(hl), size, read, -1, r.walkGap)
@@ -140,12 +160,18 @@ func readFull(ra io.ReaderAt, p []byte, off int64) error {
 	return fmt.Errorf("imagefmt: read %d bytes at file offset %d: %w", len(p), off, err)
 }
 
-// Close closes the file opened by Open.
+// Close closes the file opened by Open (and the bases OpenChain opened).
 func (r *Reader) Close() error {
+	var err error
 	if r.closer != nil {
-		return r.closer.Close()
+		err = r.closer.Close()
 	}
-	return nil
+	for _, b := range r.chain {
+		if e := b.Close(); err == nil {
+			err = e
+		}
+	}
+	return err
 }
 
 // Header returns the image header.
@@ -160,14 +186,32 @@ func (r *Reader) SectorSize() int { return r.hdr.SectorSize }
 // FileSize is the size of the image file.
 func (r *Reader) FileSize() int64 { return r.size }
 
-// Digest is the image digest recorded in the footer.
-func (r *Reader) Digest() [32]byte { return r.ft.digest }
+// Digest is the image digest: recorded in the footer (version 1), the
+// opened commit's root hash (version 2).
+func (r *Reader) Digest() [32]byte {
+	if r.t != nil {
+		return r.t.commit.digest
+	}
+	return r.ft.digest
+}
 
-// StoredChunks is the number of chunks stored in the image.
-func (r *Reader) StoredChunks() int { return len(r.entries) }
+// StoredChunks is the number of chunks stored in the image (of a delta:
+// in the disk it composes with its bases).
+func (r *Reader) StoredChunks() int {
+	if r.t != nil {
+		return r.storedChunksV2()
+	}
+	return len(r.entries)
+}
 
-// Entries yields the stored chunks in order.
+// Entries yields the stored chunks in order. A version 2 image reads its
+// index while yielding: if that fails, Entries stops early and Err says
+// why. Of a delta, it yields the composed disk's chunks; Offset is then in
+// the file that holds the frame (ReadFrame finds it).
 func (r *Reader) Entries() iter.Seq[Entry] {
+	if r.t != nil {
+		return r.entriesV2
+	}
 	return func(yield func(Entry) bool) {
 		for _, e := range r.entries {
 			if !yield(Entry{Chunk: int64(e.chunk), Offset: e.off, StoredLen: int(e.slen)}) {
@@ -186,11 +230,31 @@ func (r *Reader) lookup(c int64) (indexEntry, bool) {
 	return indexEntry{}, false
 }
 
-// ZeroRuns returns the runs of in-use all-zero chunks, in order.
-func (r *Reader) ZeroRuns() []ZeroRun { return r.runs }
+// ZeroRuns returns the runs of in-use all-zero chunks, in order (see
+// Entries about errors).
+func (r *Reader) ZeroRuns() []ZeroRun {
+	if r.t != nil {
+		return r.zeroRunsV2()
+	}
+	return r.runs
+}
 
-// ChunkState tells whether chunk c is stored, a used zero chunk, or unused.
+// ChunkState tells whether chunk c is stored, a used zero chunk, or
+// unused. When a version 2 index node cannot be read it says stored, so
+// that the read of the chunk reports the error.
 func (r *Reader) ChunkState(c int64) ChunkState {
+	s, _ := r.chunkState(c)
+	return s
+}
+
+func (r *Reader) chunkState(c int64) (ChunkState, error) {
+	if r.t != nil {
+		return r.chunkStateV2(c)
+	}
+	return r.chunkStateV1(c), nil
+}
+
+func (r *Reader) chunkStateV1(c int64) ChunkState {
 	if r.IsStored(c) {
 		return ChunkStored
 	}
@@ -202,7 +266,13 @@ func (r *Reader) ChunkState(c int64) ChunkState {
 }
 
 // IsStored reports whether chunk c is stored (absent chunks read as zeros).
-func (r *Reader) IsStored(c int64) bool { _, ok := r.lookup(c); return ok }
+func (r *Reader) IsStored(c int64) bool {
+	if r.t != nil {
+		return r.ChunkState(c) == ChunkStored
+	}
+	_, ok := r.lookup(c)
+	return ok
+}
 
 func (r *Reader) chunkErr(c int64, err error) error {
 	off := c * int64(r.hdr.ChunkSize)
@@ -213,6 +283,9 @@ func (r *Reader) chunkErr(c int64, err error) error {
 // file) into buf (grown as needed). It checks the frame header, not the
 // payload: call Frame.Decode for that. ok is false for a chunk not stored.
 func (r *Reader) ReadFrame(c int64, buf []byte) (f Frame, ok bool, err error) {
+	if r.t != nil {
+		return r.readFrameV2(c, buf)
+	}
 	e, ok := r.lookup(c)
 	if !ok {
 		return Frame{}, false, nil
@@ -232,6 +305,7 @@ func (r *Reader) ReadFrame(c int64, buf []byte) (f Frame, ok bool, err error) {
 	if err == nil {
 		err = matchFrame(&f, slen, e)
 	}
+
 	if err != nil {
 		return Frame{}, true, r.chunkErr(c, err)
 	}
@@ -250,6 +324,9 @@ func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
 	f, ok, err := r.ReadFrame(c, *bp)
+	if !ok && r.t != nil {
+		return nil, false, err
+	}
 	if !ok {
 		if err := r.checkGap(r.gapOf(c)); err != nil {
 			return nil, false, r.chunkErr(c, err)
@@ -282,8 +359,13 @@ func (r *Reader) gapOf(c int64) int {
 // CheckRecords reads and checks every zero-run record of the data area
 // against the index, which the open does not read (FORMAT.md, "Validity").
 // Verify calls it; a restore that does not read every chunk through
-// ReadAt should.
+// ReadAt should. A version 2 image's run records serve only readers of a
+// stream (its index tree holds the zero runs): VerifyWith's AllCommits
+// reads the file as a stream.
 func (r *Reader) CheckRecords() error {
+	if r.t != nil {
+		return nil
+	}
 	for i := 0; i <= len(r.entries); i++ {
 		if err := r.checkGap(i); err != nil {
 			return err
@@ -384,6 +466,12 @@ func indexInside(off, indexOff int64) error {
 // CheckDigest compares a digest computed from the chunks' sums (a restore,
 // a verification) with the footer's.
 func (r *Reader) CheckDigest(sum [32]byte) error {
+	if r.t != nil {
+		if sum != r.t.commit.digest {
+			return broken(RuleTreeHash, r.t.commitOff+64, "the chunks' sums give digest %x, commit %d records %x", sum[:8], r.t.commit.number, r.t.commit.digest[:8])
+		}
+		return nil
+	}
 	if sum != r.ft.digest {
 		return digestError(r.footerOff, sum, r.ft.digest)
 	}

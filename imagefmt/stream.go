@@ -20,6 +20,7 @@ type StreamReader struct {
 	digest *Digester
 	err    error // sticky: io.EOF after the footer, or the first error
 	buf    []byte
+	v2     *streamV2 // version 2 state (nil for version 1)
 }
 
 // walker reads the records of the data area in file order from r, starting
@@ -101,6 +102,9 @@ func NewStreamReader(r io.Reader) (*StreamReader, error) {
 	if err != nil && !isEOF(err) {
 		return nil, fmt.Errorf("imagefmt: read header: %w", err)
 	}
+	if isV2(fixed[:n]) {
+		return newStreamV2(r, fixed)
+	}
 	hl, err := checkStart(fixed[:n], int64(n))
 	if err != nil {
 		return nil, err
@@ -145,6 +149,9 @@ func (s *StreamReader) Next() (Frame, error) {
 }
 
 func (s *StreamReader) next() (Frame, error) {
+	if s.v2 != nil {
+		return s.nextV2()
+	}
 	kind, f, slen, err := s.w.next()
 	switch {
 	case err != nil:

@@ -155,7 +155,7 @@ func parseFrameHeader(b []byte, off int64, maxLogical int) (Frame, int, error) {
 	copy(f.Sum[:], b[24:56])
 	f.PayloadCRC = le.Uint32(b[56:])
 	switch {
-	case f.Method != MethodRaw && f.Method != MethodLZ4:
+	case f.Method != MethodRaw && f.Method != MethodLZ4 && f.Method != MethodZstd:
 		return f, 0, broken(RuleFrame, off+4, "unknown compression method %d", f.Method)
 	case f.LogicalLen <= 0 || f.LogicalLen > maxLogical:
 		return f, 0, broken(RuleFrame, off+20, "logical length %d (chunk size %d)", f.LogicalLen, maxLogical)
@@ -170,6 +170,9 @@ func parseFrameHeader(b []byte, off int64, maxLogical int) (Frame, int, error) {
 // checkFrameChunk checks a frame's chunk number and length against the
 // image's geometry.
 func checkFrameChunk(f *Frame, hdr *Header) error {
+	if f.Method == MethodZstd && hdr.Version < Version2 {
+		return broken(RuleFrame, f.Offset+4, "compression method 2 (zstd) in a version 1 image")
+	}
 	if f.Chunk < 0 || f.Chunk >= hdr.NumChunks() {
 		return broken(RuleFrame, f.Offset+8, "chunk %d of a disk of %d chunks", f.Chunk, hdr.NumChunks())
 	}

@@ -18,12 +18,19 @@ type VerifyResult struct {
 	DigestOK  bool          // every chunk verified and the recomputed digest equals the footer's
 	Digest    [32]byte      // the recomputed digest
 	BytesRead int64         // image bytes read
-	want      [32]byte      // the footer's digest
+	// Index lists damage to a version 2 index tree: nodes that cannot be
+	// read or whose hash is not the one their parent records, and (with
+	// AllCommits) records a stream reader would refuse.
+	Index []error
+	// Commits is how many commits were checked (1 unless AllCommits).
+	Commits   int
+	want      [32]byte // the footer's (version 2: the commit's) digest
 	footerOff int64
+	commitOff int64 // version 2: the commit record's offset
 }
 
 // OK reports whether the image verified clean.
-func (v *VerifyResult) OK() bool { return len(v.Bad) == 0 && v.DigestOK }
+func (v *VerifyResult) OK() bool { return len(v.Bad) == 0 && len(v.Index) == 0 && v.DigestOK }
 
 // Err is nil when the image verified clean; otherwise the first bad
 // chunk's *ChunkError, or a *RuleError (rule "digest") when every chunk
@@ -32,6 +39,10 @@ func (v *VerifyResult) Err() error {
 	switch {
 	case len(v.Bad) > 0:
 		return v.Bad[0]
+	case len(v.Index) > 0:
+		return v.Index[0]
+	case !v.DigestOK && v.commitOff > 0:
+		return broken(RuleTreeHash, v.commitOff+64, "the index tree hashes to %x, the commit records %x", v.Digest[:8], v.want[:8])
 	case !v.DigestOK:
 		return digestError(v.footerOff, v.Digest, v.want)
 	}
@@ -44,8 +55,13 @@ func (v *VerifyResult) Err() error {
 // between frames (a damaged zero-run record, bytes that are no record)
 // stops it and is returned; a damaged frame is reported in Bad and the
 // others are still checked. prog (may be nil) gets a "verifying" phase
-// in logical disk bytes.
+// in logical disk bytes. Of a version 2 image it checks the opened commit
+// (see VerifyWith).
 func (r *Reader) Verify(ctx context.Context, prog progress.Reporter) (*VerifyResult, error) {
+	return r.VerifyWith(ctx, VerifyOptions{Progress: prog})
+}
+
+func (r *Reader) verifyV1(ctx context.Context, prog progress.Reporter) (*VerifyResult, error) {
 	prog = progress.Or(prog)
 	prog.Start("verifying", r.hdr.DiskSize)
 	n := r.hdr.NumChunks()
@@ -108,7 +124,7 @@ feed:
 	if stop != nil {
 		return nil, stop
 	}
-	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read, want: r.ft.digest, footerOff: r.footerOff}
+	res := &VerifyResult{Chunks: n, Stored: int64(len(r.entries)), BytesRead: read, want: r.ft.digest, footerOff: r.footerOff, Commits: 1}
 	// Absent chunks count as verified zeros; report their bytes too.
 	prog.Add(r.hdr.DiskSize - storedLogical(r))
 	dg := NewDigester(r.hdr)

@@ -19,6 +19,15 @@ type WriterOptions struct {
 	Created     time.Time // zero: now
 	ToolVersion string
 	Metadata    []byte // disk description, JSON (see DiskInfo)
+	// Version is the format to write: 0 (the default) or 2 writes version
+	// 2, 1 writes version 1 (for tests and older readers).
+	Version int
+	// Compression is the method the frames will use (their Encoders must
+	// be made with it, see NewEncoder): lz4 by default; zstd marks the
+	// image so that readers without zstd refuse it (version 2 only).
+	Compression Compression
+	// Message is the first commit's message (version 2).
+	Message string
 }
 
 // Writer writes an image to an io.Writer in one forward pass: header,
@@ -35,12 +44,24 @@ type Writer struct {
 	closed  bool
 	// lastWasRun: the previous record was a zero run (runs merge only then).
 	lastWasRun bool
+	// v2 is the version 2 state (nil when writing version 1).
+	v2 *writerV2
 }
 
 // NewWriter writes the header and returns a Writer.
 func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
+	switch opt.Version {
+	case 0, Version2:
+		opt.Version = Version2
+	case Version:
+		if m, err := opt.Compression.method(); err != nil || m != MethodLZ4 {
+			return nil, fmt.Errorf("imagefmt: new writer: version 1 images hold lz4 or raw frames only")
+		}
+	default:
+		return nil, fmt.Errorf("imagefmt: new writer: cannot write format version %d", opt.Version)
+	}
 	h := Header{
-		Version:     Version,
+		Version:     uint32(opt.Version),
 		UUID:        opt.UUID,
 		SectorSize:  opt.SectorSize,
 		ChunkSize:   opt.ChunkSize,
@@ -64,6 +85,20 @@ func NewWriter(w io.Writer, opt WriterOptions) (*Writer, error) {
 		}
 		h.UUID[6] = h.UUID[6]&0x0f | 0x40 // version 4
 		h.UUID[8] = h.UUID[8]&0x3f | 0x80 // RFC 4122 variant
+	}
+	if h.Version == Version2 {
+		err := h.checkGeometry()
+		if err == nil {
+			err = h.checkContent()
+		}
+		if err != nil {
+			var re *RuleError
+			if errors.As(err, &re) {
+				return nil, fmt.Errorf("imagefmt: new writer: %s", re.Detail)
+			}
+			return nil, err
+		}
+		return newWriterV2(w, h, opt)
 	}
 	b, err := h.marshal()
 	if err != nil {
@@ -112,6 +147,11 @@ func (w *Writer) WriteFrame(f Frame) error {
 		return fmt.Errorf("imagefmt: chunk %d has %d bytes, want %d", f.Chunk, f.LogicalLen, w.hdr.ChunkLen(f.Chunk))
 	case len(f.Raw) != FrameHeaderSize+len(f.Payload):
 		return fmt.Errorf("imagefmt: frame for chunk %d was not built by an Encoder", f.Chunk)
+	case f.Method == MethodZstd && w.hdr.Incompat&IncompatZstd == 0:
+		return fmt.Errorf("imagefmt: zstd frame for chunk %d in an image not written for zstd (WriterOptions.Compression)", f.Chunk)
+	}
+	if w.v2 != nil {
+		return w.writeFrameV2(f)
 	}
 	w.entries = append(w.entries, indexEntry{off: w.off, chunk: uint32(f.Chunk), slen: uint32(len(f.Payload))})
 	w.digest.Add(f.Chunk, f.Sum)
@@ -129,6 +169,9 @@ func (w *Writer) WriteZeroRun(start, count int64) error {
 	}
 	if start < w.next || count <= 0 || start+count > w.hdr.NumChunks() {
 		return fmt.Errorf("imagefmt: zero run %d+%d out of order or range (next %d)", start, count, w.next)
+	}
+	if w.v2 != nil {
+		return w.writeZeroRunV2(start, count)
 	}
 	w.next = start + count // zero chunks: the digest counts them when it skips them
 	// Merge with the previous run when adjacent: fewer records, same meaning.
@@ -151,6 +194,9 @@ func (w *Writer) Close() ([32]byte, error) {
 		return d, fmt.Errorf("imagefmt: writer already closed")
 	}
 	w.closed = true
+	if w.v2 != nil {
+		return w.closeV2()
+	}
 	d = w.digest.Sum()
 
 	indexOff := w.off

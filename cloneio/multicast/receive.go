@@ -214,6 +214,7 @@ func (r *receiver) run(ctx context.Context) (*ReceiveResult, error) {
 	// Every chunk goes through the restore target's writer; while the
 	// network is the bottleneck, written chunks are read back already.
 	r.w = cloneio.NewChunkWriter(t, a.chunkSize, nil)
+	r.w.SetImageVersion(uint32(a.imageVersion))
 	stopVerify := r.w.VerifyAhead(ctx)
 	defer stopVerify()
 	go r.link.readReplies()

@@ -189,7 +189,7 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	s.g = geometry{sym: sym, k: opt.FEC.block(), p: opt.FEC.Parity, objects: uint32(len(src.objs)), frames: src.frames,
 		chunkSize: hdr.ChunkSize, numChunks: hdr.NumChunks()}
 	src.g = &s.g
-	s.ann = announce{symSize: sym, k: s.g.k, p: s.g.p, objects: s.g.objects, frames: src.frames, sectorSize: hdr.SectorSize,
+	s.ann = announce{imageVersion: uint8(hdr.Version), symSize: sym, k: s.g.k, p: s.g.p, objects: s.g.objects, frames: src.frames, sectorSize: hdr.SectorSize,
 		chunkSize: hdr.ChunkSize, diskSize: hdr.DiskSize, uuid: hdr.UUID, digest: digest, bytes: uint64(src.bytes)}
 	s.rq = newRepairQueue(&s.g, src)
 	conn, err := openSenderSocket(ep, opt.TTL)

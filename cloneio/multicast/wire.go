@@ -191,6 +191,10 @@ type announce struct {
 	receivers  uint32
 	bytes      uint64
 	frames     uint32
+	// imageVersion is the image's format version, which decides how its
+	// digest is computed (version 2's is the root of its index tree); 0
+	// from older senders means 1.
+	imageVersion uint8
 }
 
 const announceLen = 136
@@ -199,7 +203,7 @@ func (a *announce) marshal(b []byte, session uint64) []byte {
 	b = b[:announceLen]
 	putHeader(b, header{typ: pktAnnounce, session: session, digestTag: [8]byte(a.digest[:8])})
 	be := binary.BigEndian
-	b[24], b[25] = a.state, 0
+	b[24], b[25] = a.state, a.imageVersion
 	be.PutUint16(b[26:], uint16(a.symSize))
 	be.PutUint16(b[28:], uint16(a.k))
 	be.PutUint16(b[30:], uint16(a.p))
@@ -241,24 +245,27 @@ func parseAnnounce(h header, body []byte) (*announce, error) {
 	b := body
 	be := binary.BigEndian
 	a := &announce{
-		state:      b[0],
-		symSize:    int(be.Uint16(b[2:])),
-		k:          int(be.Uint16(b[4:])),
-		p:          int(be.Uint16(b[6:])),
-		objects:    be.Uint32(b[8:]),
-		cursor:     be.Uint32(b[12:]),
-		seq:        be.Uint32(b[16:]),
-		sectorSize: int(be.Uint32(b[20:])),
-		chunkSize:  int(be.Uint32(b[24:])),
-		diskSize:   int64(be.Uint64(b[28:])),
-		rate:       be.Uint64(b[84:]),
-		receivers:  be.Uint32(b[92:]),
-		bytes:      be.Uint64(b[96:]),
-		frames:     be.Uint32(b[104:]),
+		state:        b[0],
+		imageVersion: max(b[1], 1),
+		symSize:      int(be.Uint16(b[2:])),
+		k:            int(be.Uint16(b[4:])),
+		p:            int(be.Uint16(b[6:])),
+		objects:      be.Uint32(b[8:]),
+		cursor:       be.Uint32(b[12:]),
+		seq:          be.Uint32(b[16:]),
+		sectorSize:   int(be.Uint32(b[20:])),
+		chunkSize:    int(be.Uint32(b[24:])),
+		diskSize:     int64(be.Uint64(b[28:])),
+		rate:         be.Uint64(b[84:]),
+		receivers:    be.Uint32(b[92:]),
+		bytes:        be.Uint64(b[96:]),
+		frames:       be.Uint32(b[104:]),
 	}
 	copy(a.uuid[:], b[36:52])
 	copy(a.digest[:], b[52:84])
 	switch {
+	case a.imageVersion > imagefmt.Version2:
+		return nil, fmt.Errorf("%w: image format version %d", errMalformed, a.imageVersion)
 	case a.state < stateWaiting || a.state > stateAborted:
 		return nil, fmt.Errorf("%w: announce state %d", errMalformed, a.state)
 	case a.symSize < minSymbolSize || a.symSize > maxSymbolSize:

@@ -12,7 +12,7 @@ import (
 var testTag = [8]byte{1, 2, 3, 4, 5, 6, 7, 8}
 
 func testAnnounce() *announce {
-	a := &announce{state: stateSending, symSize: 1408, k: 64, p: 4, objects: 10, cursor: 3, seq: 7,
+	a := &announce{imageVersion: 2, state: stateSending, symSize: 1408, k: 64, p: 4, objects: 10, cursor: 3, seq: 7,
 		sectorSize: 512, chunkSize: 256 << 10, diskSize: 10 << 20, rate: 12345, receivers: 2, bytes: 10 * 1000, frames: 9}
 	copy(a.digest[:], testTag[:])
 	a.uuid[0] = 0xaa
