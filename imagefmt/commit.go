@@ -9,6 +9,8 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -313,7 +315,7 @@ func (e *Editor) Commit(ctx context.Context, changes iter.Seq2[ChunkChange, erro
 	if len(opt.Message) > maxMessage {
 		return CommitInfo{}, fmt.Errorf("imagefmt: commit message longer than %d bytes", maxMessage)
 	}
-	enc, err := NewEncoder(e.comp)
+	be, err := newBatchEncoder(e.comp, e.hdr.ChunkSize)
 	if err != nil {
 		return CommitInfo{}, err
 	}
@@ -363,7 +365,50 @@ func (e *Editor) Commit(ctx context.Context, changes iter.Seq2[ChunkChange, erro
 		run.count = 0
 		return w.write(b[:])
 	}
-	fbuf := make([]byte, FrameBufSize(e.hdr.ChunkSize))
+	// A run change goes into the pending run record; a stored chunk waits
+	// in the batch, which is encoded on all cores and written in order.
+	addRun := func(c int64, state uint8) error {
+		if run.count > 0 && (run.state != state || run.start+run.count != c || c%fanout == 0) {
+			if err := flushRun(); err != nil {
+				return err
+			}
+		}
+		if run.count == 0 {
+			run = runRecord{start: c, state: state}
+		}
+		run.count++
+		chs = append(chs, change{chunk: c, state: state})
+		return nil
+	}
+	var queued []queuedChange // in chunk order, while the batch fills
+	flushBatch := func() error {
+		if err := be.encode(); err != nil {
+			return err
+		}
+		for _, q := range queued {
+			if q.slot < 0 {
+				if err := addRun(q.chunk, q.state); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := flushRun(); err != nil {
+				return err
+			}
+			f := be.out[q.slot]
+			if f.Method == MethodZstd {
+				rec.incompat |= IncompatZstd
+			}
+			off := w.pos()
+			if err := w.write(f.Raw); err != nil {
+				return err
+			}
+			chs = append(chs, change{chunk: q.chunk, state: diskStored, e: leafStored{method: f.Method, slen: uint32(len(f.Payload)), off: off, sum: f.Sum}})
+		}
+		queued = queued[:0]
+		be.reset()
+		return nil
+	}
 	next := int64(0)
 	for ch, err := range changes {
 		if err != nil {
@@ -397,33 +442,23 @@ func (e *Editor) Commit(ctx context.Context, changes iter.Seq2[ChunkChange, erro
 			return CommitInfo{}, fmt.Errorf("imagefmt: commit: chunk %d: unknown state %d", c, ch.State)
 		}
 		if state != diskStored {
-			if run.count > 0 && (run.state != state || run.start+run.count != c || c%fanout == 0) {
-				if err := flushRun(); err != nil {
-					return CommitInfo{}, err
-				}
+			if len(queued) == 0 {
+				err = addRun(c, state)
+			} else {
+				queued = append(queued, queuedChange{chunk: c, state: state, slot: -1})
 			}
-			if run.count == 0 {
-				run = runRecord{start: c, state: state}
+		} else {
+			queued = append(queued, queuedChange{chunk: c, slot: be.add(c, ch.Data)})
+			if be.full() {
+				err = flushBatch()
 			}
-			run.count++
-			chs = append(chs, change{chunk: c, state: state})
-			continue
 		}
-		if err := flushRun(); err != nil {
-			return CommitInfo{}, err
-		}
-		f, err := enc.Encode(fbuf, c, ch.Data)
 		if err != nil {
 			return CommitInfo{}, err
 		}
-		if f.Method == MethodZstd {
-			rec.incompat |= IncompatZstd
-		}
-		off := w.pos()
-		if err := w.write(f.Raw); err != nil {
-			return CommitInfo{}, err
-		}
-		chs = append(chs, change{chunk: c, state: diskStored, e: leafStored{method: f.Method, slen: uint32(len(f.Payload)), off: off, sum: f.Sum}})
+	}
+	if err := flushBatch(); err != nil {
+		return CommitInfo{}, err
 	}
 	if err := flushRun(); err != nil {
 		return CommitInfo{}, err
@@ -715,4 +750,74 @@ func (d *DeltaCommitter) CommitChunks(ctx context.Context, message string, _ int
 	}
 	d.Editor = e
 	return nil
+}
+
+// queuedChange is a change waiting for the batch before it (slot < 0) or
+// in it (its slot).
+type queuedChange struct {
+	chunk int64
+	state uint8
+	slot  int
+}
+
+// batchEncoder compresses a commit's stored chunks on all cores: chunks
+// are copied in (a change's data is valid only during its yield) until the
+// batch is full, encoded in parallel, then written in order.
+type batchEncoder struct {
+	encs   []*Encoder
+	chunks []int64
+	data   [][]byte // copies of the chunks' bytes
+	bufs   [][]byte // frame buffers
+	out    []Frame
+	n      int
+}
+
+func newBatchEncoder(c Compression, chunkSize int) (*batchEncoder, error) {
+	workers := runtime.GOMAXPROCS(0)
+	// Four chunks a core, but at most about 32 MiB of chunks in flight.
+	size := max(workers, min(4*workers, (32<<20)/chunkSize))
+	b := &batchEncoder{chunks: make([]int64, size), data: make([][]byte, size), bufs: make([][]byte, size), out: make([]Frame, size)}
+	for range min(workers, size) {
+		enc, err := NewEncoder(c)
+		if err != nil {
+			return nil, err
+		}
+		b.encs = append(b.encs, enc)
+	}
+	for i := range size {
+		b.data[i] = make([]byte, 0, chunkSize)
+		b.bufs[i] = make([]byte, FrameBufSize(chunkSize))
+	}
+	return b, nil
+}
+
+func (b *batchEncoder) full() bool { return b.n == len(b.data) }
+func (b *batchEncoder) reset()     { b.n = 0 }
+
+// add copies chunk c's data into the batch and returns its slot.
+func (b *batchEncoder) add(c int64, data []byte) int {
+	i := b.n
+	b.chunks[i], b.data[i] = c, append(b.data[i][:0], data...)
+	b.n++
+	return i
+}
+
+// encode compresses the batch into out.
+func (b *batchEncoder) encode() error {
+	if b.n == 0 {
+		return nil
+	}
+	errs := make([]error, b.n)
+	var wg sync.WaitGroup
+	for k, enc := range b.encs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k; i < b.n; i += len(b.encs) {
+				b.out[i], errs[i] = enc.Encode(b.bufs[i], b.chunks[i], b.data[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
