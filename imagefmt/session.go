@@ -271,13 +271,18 @@ func (s *Session) Discard() error {
 }
 
 // Close ends the session keeping its changes in the scratch file, for the
-// next OpenSession or for dimg recover.
+// next OpenSession or for dimg recover. A session without changes removes
+// its scratch file: there is nothing to offer.
 func (s *Session) Close() error {
 	if s.done {
 		return nil
 	}
 	var err error
-	if s.ovl != nil {
+	switch {
+	case s.ovl == nil:
+	case s.ovl.DirtyChunks() == 0:
+		err = s.ovl.Discard()
+	default:
 		err = s.ovl.Close()
 	}
 	if rerr := s.release(); err == nil {

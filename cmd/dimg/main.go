@@ -24,7 +24,7 @@ var commands = []func() *cobra.Command{
 	newInfoCmd,
 	newVerifyCmd,
 	newCloneCmd,
-	newMountCmd, newLsCmd, newCatCmd, newExtractCmd,
+	newMountCmd, newRecoverCmd, newLsCmd, newCatCmd, newExtractCmd,
 	newSendCmd, newReceiveCmd,
 }
 

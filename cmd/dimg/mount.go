@@ -24,13 +24,18 @@ type mountFlags struct {
 	debug      bool
 	logFile    string
 	readyFD    int // set in the detached child: where to say "ready"
+
+	rw      bool   // read-write (mount_rw.go)
+	message string // the commit's message
+	discard bool   // drop the changes at unmount
+	delta   string // write the changes to this new delta image
 }
 
 func newMountCmd() *cobra.Command {
 	var fl mountFlags
 	cmd := &cobra.Command{
 		Use:   "mount IMAGE DIR",
-		Short: "Mount an image read-only: the raw disk, each partition, each filesystem's files",
+		Short: "Mount an image: the raw disk, each partition, each filesystem's files; --rw to change it",
 		Long: `Mount serves IMAGE read-only on the empty directory DIR through FUSE:
 
   DIR/disk.img   the whole disk, raw
@@ -45,12 +50,18 @@ Mount stays in the foreground until DIR is unmounted (umount DIR, fusermount3 -u
 or it gets Ctrl-C; with --background it returns once the mount is ready. A read of
 a damaged chunk fails with EIO (and a log line naming the chunk), never wrong bytes.
 
-DIR must be empty and must not contain IMAGE.`,
+DIR must be empty and must not contain IMAGE.
+
+` + mountRWHelp,
 		Example: `  mkdir /mnt/backup
   dimg mount backup.dimg /mnt/backup
   dimg mount --background backup.dimg /mnt/backup && ls /mnt/backup/p2/etc
   cp -a /mnt/backup/p2/home/alice /srv/restore/
-  umount /mnt/backup`,
+  umount /mnt/backup
+
+  dimg mount --rw -m "add drivers" --background golden.dimg /mnt/golden
+  mount -o loop /mnt/golden/p2.img /mnt/root && cp -a drivers /mnt/root/opt/
+  umount /mnt/root /mnt/golden        # commits the change to golden.dimg`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error { return runMount(cmd, args[0], args[1], fl) },
 	}
@@ -61,58 +72,88 @@ DIR must be empty and must not contain IMAGE.`,
 	f.StringVar(&fl.logFile, "log", "", "append log lines (I/O errors) to this file instead of stderr")
 	f.IntVar(&fl.readyFD, "ready-fd", 0, "internal: descriptor to report readiness on")
 	f.MarkHidden("ready-fd")
+	f.BoolVar(&fl.rw, "rw", false, "mount read-write: disk.img and pN.img take writes, committed to IMAGE at unmount")
+	f.StringVarP(&fl.message, "message", "m", "", "with --rw: the commit's message")
+	f.BoolVar(&fl.discard, "discard", false, "with --rw: drop the changes at unmount instead of committing them")
+	f.StringVar(&fl.delta, "delta", "", "with --rw: leave IMAGE untouched and write the changes to the new delta image `NEW.dimg`")
 	return cmd
 }
 
+// mountSession is a running mount: what it shows, notes to print once it
+// is ready, and how to end it once unmounted.
+type mountSession struct {
+	m       *fusefs.Mounted
+	summary string
+	notes   []string
+	finish  func() error
+}
+
 func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
+	if err := checkMountFlags(fl); err != nil {
+		return err
+	}
 	if fl.background && fl.readyFD == 0 {
-		return mountBackground(imgPath, dir, fl)
+		quiet, _ := cmd.Flags().GetBool("quiet")
+		return mountBackground(imgPath, dir, fl, quiet)
 	}
 	var ready *os.File
 	if fl.readyFD != 0 {
 		ready = os.NewFile(uintptr(fl.readyFD), "ready")
 		defer ready.Close()
 	}
-	m, img, err := startMount(cmd, imgPath, dir, fl)
+	var ms *mountSession
+	var err error
+	if fl.rw {
+		ms, err = startMountRW(cmd, imgPath, dir, fl)
+	} else {
+		ms, err = startMount(cmd, imgPath, dir, fl)
+	}
 	if err != nil {
 		if ready != nil {
 			fmt.Fprintf(ready, "%v\n", err)
 		}
 		return err
 	}
-	defer img.Close()
+	quiet, _ := cmd.Flags().GetBool("quiet")
 	if ready != nil {
+		// Notes first, one a line; "ok" last (see mountBackground).
+		for _, n := range ms.notes {
+			fmt.Fprintln(ready, n)
+		}
 		fmt.Fprintln(ready, "ok")
 		ready.Close()
-	} else if q, _ := cmd.Flags().GetBool("quiet"); !q {
-		fmt.Fprintf(os.Stderr, "dimg: %s mounted on %s: %s\n", imgPath, dir, mountedList(img))
+	} else if !quiet {
+		for _, n := range ms.notes {
+			fmt.Fprintf(os.Stderr, "dimg: %s\n", n)
+		}
+		fmt.Fprintf(os.Stderr, "dimg: %s mounted on %s: %s\n", imgPath, dir, ms.summary)
 		fmt.Fprintf(os.Stderr, "dimg: press Ctrl-C or run 'umount %s' to unmount\n", dir)
 	}
 	// Ctrl-C unmounts, but only once no file under DIR is open: the
 	// process must outlive the grace after which other commands are ended.
 	keepRunningOnInterrupt()
-	m.Wait()
-	return nil
+	ms.m.Wait()
+	return ms.finish()
 }
 
-// startMount opens the image and mounts it.
-func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs.Mounted, *source.Source, error) {
+// startMount opens the image and mounts it read-only.
+func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*mountSession, error) {
 	// Refuse a bad mountpoint before the (possibly slow) image open.
 	if err := fusefs.CheckMountpoint(dir, imgPath); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	log, err := mountLogger(fl.logFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	src, err := openSource(cmd, imgPath, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	d, err := src.Layout()
 	if err != nil {
 		src.Close()
-		return nil, nil, err
+		return nil, err
 	}
 	abs, _ := filepath.Abs(imgPath)
 	m, err := fusefs.Mount(cmd.Context(), dir, src, src.Size(), d.Parts, fusefs.Options{
@@ -124,9 +165,9 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*fusefs
 	})
 	if err != nil {
 		src.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return m, src, nil
+	return &mountSession{m: m, summary: mountedList(src), finish: src.Close}, nil
 }
 
 // mountedList says what the mount shows: "disk.img, p1.img p1/ (fat32), p2.img".
@@ -164,9 +205,9 @@ func mountLogger(file string) (*slog.Logger, error) {
 const mountReadyTimeout = 2 * time.Minute
 
 // mountBackground re-runs dimg detached (its own session, no terminal) with
-// a pipe on which the child reports "ok" once the kernel serves the mount,
-// or the error that stopped it.
-func mountBackground(imgPath, dir string, fl mountFlags) error {
+// a pipe on which the child reports "ok" once the kernel serves the mount
+// (after notes for the user, one a line), or the error that stopped it.
+func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("mount --background: %w", err)
@@ -186,6 +227,15 @@ func mountBackground(imgPath, dir string, fl mountFlags) error {
 	if fl.logFile != "" {
 		lf, _ := filepath.Abs(fl.logFile)
 		args = append(args, "--log="+lf)
+	}
+	if fl.rw {
+		args = append(args, "--rw", "--message="+fl.message)
+		if fl.discard {
+			args = append(args, "--discard")
+		}
+		if fl.delta != "" {
+			args = append(args, "--delta="+fl.delta)
+		}
 	}
 	args = append(args, "--", imgPath, dir)
 	child := exec.Command(self, args...)
@@ -210,7 +260,12 @@ func mountBackground(imgPath, dir string, fl mountFlags) error {
 	}()
 	select {
 	case s := <-line:
-		if s == "ok" {
+		if notes, ok := strings.CutSuffix(s, "ok"); ok && (notes == "" || strings.HasSuffix(notes, "\n")) {
+			for _, n := range strings.Split(strings.TrimSpace(notes), "\n") {
+				if n != "" && !quiet {
+					fmt.Fprintf(os.Stderr, "dimg: %s\n", n)
+				}
+			}
 			child.Process.Release()
 			return nil
 		}
