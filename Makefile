@@ -38,6 +38,7 @@ bench: build
 	./scripts/deps.sh bench
 	./scripts/bench.sh
 	./scripts/bench-mount.sh
+	./scripts/bench-rwmount.sh
 	./scripts/bench-drivers.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
 
