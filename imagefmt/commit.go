@@ -123,6 +123,9 @@ func OpenEditor(path string, opt EditorOptions) (*Editor, error) {
 func lockFile(f *os.File, path string) error {
 	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
+		if h := ReadLockHolder(path); h != nil {
+			return &LockedError{Image: path, Holder: h}
+		}
 		return fmt.Errorf("%w: %s is open for commits by another editor (it holds the image's own lock)", ErrLocked, path)
 	}
 	if err != nil {

@@ -180,15 +180,20 @@ func readHolder(f *os.File) (*LockHolder, error) {
 	return &h, nil
 }
 
-// ReadLockHolder describes who holds (or last held) the writer lock of
-// the image at path, for a message when another lock on the image (such as
-// an editor's on the file itself) is refused. Nil when nobody is known.
+// ReadLockHolder describes who holds the writer lock of the image at path
+// now, for a message when another lock on the image (such as an editor's
+// on the file itself) is refused. Nil when nobody holds it or the holder
+// has not said who it is: a lock file left by a holder that died describes
+// nobody.
 func ReadLockHolder(path string) *LockHolder {
 	f, err := os.Open(LockPath(path))
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	if err := flock(f, unix.LOCK_SH|unix.LOCK_NB); err == nil {
+		return nil // nobody holds it
+	}
 	h, _ := readHolder(f)
 	return h
 }

@@ -41,6 +41,20 @@ func TestLockWriter(t *testing.T) {
 	if h := ReadLockHolder(img); h == nil || h.PID != os.Getpid() {
 		t.Errorf("ReadLockHolder: %v", h)
 	}
+	// The image's own lock (an editor's) refused names the same holder.
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := lockFile(f, img); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := os.Open(img)
+	defer g.Close()
+	if err := lockFile(g, img); !errors.As(err, &le) || le.Holder == nil || le.Holder.PID != os.Getpid() {
+		t.Errorf("a second lock of the image itself: %v", err)
+	}
 	// Readers are not writers: the image opens for reading meanwhile.
 	if b, err := os.ReadFile(img); err != nil || string(b) != "image" {
 		t.Errorf("read while locked: %q, %v", b, err)
@@ -115,6 +129,9 @@ func TestLockWriterOtherProcess(t *testing.T) {
 	}
 	cmd.Process.Kill() // SIGKILL: no cleanup runs
 	cmd.Wait()
+	if h := ReadLockHolder(img); h != nil {
+		t.Errorf("a dead holder is still named: %v", h)
+	}
 	l, err := LockWriter(img)
 	if err != nil {
 		t.Fatalf("lock after the holder was killed: %v", err)

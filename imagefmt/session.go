@@ -61,7 +61,7 @@ type Session struct {
 	lock         *WriterLock
 	editor       *Editor // in-place sessions: holds the image's file lock
 	base         *Reader // the commit the changes apply to
-	ownBase      bool    // base was opened here (delta sessions) and is closed with the session
+	chain        *Reader // opened here and closed with the session: a delta session's base, an edited delta's chain
 	ovl          *Overlay
 	toolVersion  string
 	done         bool
@@ -135,11 +135,22 @@ func (s *Session) open(target string, opt SessionOptions) error {
 }
 
 // openBase opens the commit the changes apply to: through an Editor for
-// an in-place session (it takes the image file's own lock), read-only for
-// a delta session, whose target must not exist yet.
+// an in-place session (it takes the image file's own lock; a delta image
+// is edited over its chain of bases), read-only (a whole chain) for a
+// delta session, whose target must not exist yet.
 func (s *Session) openBase(opt SessionOptions) error {
 	if s.delta == "" {
-		e, err := OpenEditor(s.image, EditorOptions{Reader: opt.Reader})
+		eopt := EditorOptions{Reader: opt.Reader}
+		if ref, err := ReadBaseRef(s.image); err != nil {
+			return err
+		} else if ref != nil {
+			chain, err := OpenChain(s.image, opt.Reader)
+			if err != nil {
+				return err
+			}
+			s.chain, eopt.Base = chain, chain.Base()
+		}
+		e, err := OpenEditor(s.image, eopt)
 		if err != nil {
 			return s.explainV1(err)
 		}
@@ -149,11 +160,11 @@ func (s *Session) openBase(opt SessionOptions) error {
 	if _, err := os.Lstat(s.delta); err == nil {
 		return fmt.Errorf("imagefmt: %s already exists; a delta session writes a new file", s.delta)
 	}
-	r, err := OpenOptions(s.image, opt.Reader)
+	r, err := OpenChain(s.image, opt.Reader)
 	if err != nil {
 		return err
 	}
-	s.base, s.ownBase = r, true
+	s.base, s.chain = r, r
 	if r.Header().Version < Version2 {
 		return fmt.Errorf("%w: %s is a version 1 image; a delta needs a version 2 base", ErrVersion1, s.image)
 	}
@@ -236,13 +247,13 @@ func (s *Session) Commit(ctx context.Context, message string) (CommitInfo, bool,
 			info = s.editor.Reader().Commit()
 		}
 	} else {
-		dc := &DeltaCommitter{Path: s.delta, Base: s.base, PathHint: absPath(s.image), Commit: copt, Options: EditorOptions{ToolVersion: s.toolVersion}}
+		dc := &DeltaCommitter{Path: s.delta, Base: s.base, PathHint: baseHint(s.image, s.delta), Commit: copt, Options: EditorOptions{ToolVersion: s.toolVersion}}
 		if err := s.ovl.Commit(ctx, message, dc); err != nil {
 			return CommitInfo{}, false, err
 		}
 		if dc.Editor == nil {
 			// No changes: the delta is still made, over nothing.
-			e, err := CreateDelta(ctx, s.delta, s.base, absPath(s.image), func(func(ChunkChange, error) bool) {}, copt, dc.Options)
+			e, err := CreateDelta(ctx, s.delta, s.base, dc.PathHint, func(func(ChunkChange, error) bool) {}, copt, dc.Options)
 			if err != nil {
 				return CommitInfo{}, false, err
 			}
@@ -298,8 +309,8 @@ func (s *Session) release() error {
 	if s.editor != nil {
 		errs = append(errs, s.editor.Close())
 	}
-	if s.ownBase && s.base != nil {
-		errs = append(errs, s.base.Close())
+	if s.chain != nil {
+		errs = append(errs, s.chain.Close())
 	}
 	errs = append(errs, s.lock.Unlock())
 	return errors.Join(errs...)
@@ -321,9 +332,17 @@ func DropScratch(target string) (bool, error) {
 	return true, RemoveScratch(scratch)
 }
 
-func absPath(p string) string {
-	if a, err := filepath.Abs(p); err == nil {
-		return a
+// baseHint is how a new delta names where its base is: relative to the
+// delta's directory when both paths can say so (the pair can then move
+// together), else absolute.
+func baseHint(base, delta string) string {
+	ab, err1 := filepath.Abs(base)
+	ad, err2 := filepath.Abs(delta)
+	if err1 != nil || err2 != nil {
+		return base
 	}
-	return p
+	if rel, err := filepath.Rel(filepath.Dir(ad), ab); err == nil {
+		return rel
+	}
+	return ab
 }

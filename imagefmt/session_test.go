@@ -229,6 +229,34 @@ func TestSessionDelta(t *testing.T) {
 	if _, err := OpenSession(path, SessionOptions{Delta: delta}); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("delta over an existing file: %v", err)
 	}
+	// A delta over the delta (found through the chain's path hints), then
+	// a commit into that second delta in place.
+	d2 := filepath.Join(filepath.Dir(delta), "d2.dimg")
+	s, err = OpenSession(delta, SessionOptions{Delta: d2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionWrite(t, s, model, 1<<20, 70000, 4)
+	if _, _, err := s.Commit(context.Background(), "d2"); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenSession(d2, SessionOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessionWrite(t, s, model, 0, 4096, 5)
+	if info, _, err := s.Commit(context.Background(), "in d2"); err != nil || info.Number != 2 {
+		t.Fatalf("commit into a delta: %+v %v", info, err)
+	}
+	chain, err := OpenChain(d2, ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chain.Close()
+	got = make([]byte, size)
+	if _, err := chain.ReadAt(got, 0); err != nil || !bytes.Equal(got, model) {
+		t.Errorf("base -> d1 -> d2 differs from the model (%v)", err)
+	}
 	// Without changes the delta is still made.
 	empty := filepath.Join(t.TempDir(), "empty.dimg")
 	s, err = OpenSession(path, SessionOptions{Delta: empty})

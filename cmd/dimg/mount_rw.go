@@ -63,15 +63,15 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 		target = fl.delta
 	}
 	scratch := imagefmt.ScratchPath(target)
-	// The scratch file and the delta do not exist yet: check where they
-	// will be, which must not be under DIR either.
-	if err := fusefs.CheckMountpoint(dir, imgPath, filepath.Dir(target)); err != nil {
-		return nil, err
-	}
 	if kind, _, err := filekind.Stat(imgPath); err != nil {
 		return nil, err
 	} else if kind != filekind.Regular {
 		return nil, fmt.Errorf("%s is not a regular file (a %s): mount --rw writes into a dimg image file", imgPath, kind)
+	}
+	// The scratch file and the delta do not exist yet: check where they
+	// will be, which must not be under DIR either.
+	if err := fusefs.CheckMountpoint(dir, imgPath, filepath.Dir(target)); err != nil {
+		return nil, err
 	}
 	log, err := mountLogger(fl.logFile)
 	if err != nil {

@@ -470,3 +470,81 @@ func TestMountRWRecoverCommitDropDiscard(t *testing.T) {
 		t.Error("recover --commit did not commit the change")
 	}
 }
+
+// TestMountRWDelta: with --delta the base image's bytes do not change and
+// the changes become a new delta image that reads, over its base, as the
+// changed disk.
+func TestMountRWDelta(t *testing.T) {
+	requireRW(t)
+	_, img, p2 := rwImage(t)
+	before := fileSum(t, img)
+	delta := filepath.Join(filepath.Dir(img), "d1.dimg")
+	m := startRW(t, img, "--delta", delta, "-m", "in a delta")
+	f, err := os.OpenFile(filepath.Join(m.dir, "p2.img"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pattern := bytes.Repeat([]byte("delta!"), 100000)
+	if _, err := f.WriteAt(pattern, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err, errs := m.unmount(t); err != nil || !strings.Contains(errs, "wrote "+delta) {
+		t.Fatalf("mount --rw --delta: %v\n%s", err, errs)
+	}
+	if fileSum(t, img) != before {
+		t.Error("the base image changed")
+	}
+	r, err := imagefmt.OpenChain(delta, imagefmt.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(pattern))
+	if _, err := r.ReadAt(got, p2.Start+3<<20); err != nil || !bytes.Equal(got, pattern) {
+		t.Errorf("the delta does not hold the change (%v)", err)
+	}
+	if msg := r.Commit().Message; msg != "in a delta" {
+		t.Errorf("delta commit message %q", msg)
+	}
+	// A delta that exists is not overwritten.
+	_, errs, code := run(t, nil, "mount", "--rw", "--delta", delta, img, t.TempDir())
+	if code == 0 || !strings.Contains(errs, "already exists") {
+		t.Errorf("--delta over an existing file: exit %d: %s", code, errs)
+	}
+}
+
+// TestMountRWRefusals: a version 1 image cannot take changes; --rw options
+// without --rw are usage errors.
+func TestMountRWRefusals(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "v1.dimg")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := imagefmt.NewWriter(f, imagefmt.WriterOptions{Version: imagefmt.Version, DiskSize: 1 << 20, ChunkSize: 64 << 10, Metadata: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, errs, code := run(t, nil, "mount", "--rw", img, t.TempDir())
+	if code != exitFailure || !strings.Contains(errs, "version 1") || !strings.Contains(errs, "capture") {
+		t.Errorf("mount --rw of a version 1 image: exit %d: %s", code, errs)
+	}
+	if _, err := os.Stat(imagefmt.LockPath(img)); err == nil {
+		t.Error("a refused mount --rw left its lock file")
+	}
+	for _, args := range [][]string{
+		{"mount", "-m", "x", img, t.TempDir()},
+		{"mount", "--discard", img, t.TempDir()},
+		{"mount", "--rw", "--discard", "--delta", "d.dimg", img, t.TempDir()},
+		{"recover", "--commit", "--drop", img},
+	} {
+		if _, errs, code := run(t, nil, args...); code != exitUsage {
+			t.Errorf("dimg %v: exit %d, want %d: %s", args, code, exitUsage, errs)
+		}
+	}
+}
