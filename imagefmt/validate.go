@@ -40,7 +40,7 @@ func checkStart(b []byte, end int64) (int, error) {
 		return 0, ended(end, "header")
 	}
 	if v := le.Uint32(b[8:]); v != Version {
-		return 0, notImage(RuleVersion, 8, "format version %d (this dimg reads version %d)", v, Version)
+		return 0, notImage(RuleVersion, 8, "format version %d (this dimg reads versions %d and %d: a newer dimg wrote it)", v, Version, Version2)
 	}
 	h := le.Uint32(b[12:])
 	if h < minHeaderSize || h > maxHeaderSize {

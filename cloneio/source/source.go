@@ -114,10 +114,20 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 	switch {
 	case err == nil:
 		return New(Backing{Name: path, Image: img, ModTime: st.ModTime(), Closer: img}, opt)
-	case opt.Raw && errors.Is(err, imagefmt.ErrFormat) && !strings.HasSuffix(path, ".dimg"):
+	case opt.Raw && noMagic(err) && !strings.HasSuffix(path, ".dimg"):
 		return openRaw(path, st.ModTime(), opt)
 	}
 	return nil, err
+}
+
+// noMagic reports whether err says the file does not start with the dimg
+// magic: only then is it a raw disk. A file that has the magic but a
+// version or feature this dimg does not know is an image it cannot read,
+// not a disk whose bytes are its header (that would list the header as a
+// disk without a partition table and exit 0).
+func noMagic(err error) bool {
+	var re *imagefmt.RuleError
+	return errors.As(err, &re) && re.Rule == imagefmt.RuleMagic
 }
 
 func openRaw(path string, mtime time.Time, opt Options) (*Source, error) {

@@ -149,6 +149,12 @@ func TestOpenKinds(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// An image of a format version this dimg does not read: not a raw
+	// disk, even where raw disks are accepted and it is not named *.dimg.
+	newer := filepath.Join(dir, "newer.img")
+	b, _ := os.ReadFile(img)
+	binary.LittleEndian.PutUint32(b[8:], 99)
+	os.WriteFile(newer, b, 0o644)
 
 	s, err := Open(ctx, img, Options{})
 	if err != nil {
@@ -186,6 +192,7 @@ func TestOpenKinds(t *testing.T) {
 	}{
 		{raw, Options{}, "not a dimg image", imagefmt.ErrFormat},
 		{notImage, Options{Raw: true}, "not a dimg image", imagefmt.ErrFormat}, // *.dimg is never raw
+		{newer, Options{Raw: true}, "format version 99", imagefmt.ErrFormat},
 		{dir, Options{Raw: true}, "is a directory, not an image", nil},
 		{fifo, Options{Raw: true}, "is a pipe or a character device", nil},
 		{"/dev/null", Options{}, "is a pipe or a character device", nil},
