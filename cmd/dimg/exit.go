@@ -53,6 +53,16 @@ func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
+// childError is an error a dimg child process reported as text (mount
+// --background re-runs dimg detached), with the exit status the child
+// decided from the real error: the parent exits the same way.
+type childError struct {
+	msg  string
+	code int
+}
+
+func (e childError) Error() string { return e.msg }
+
 // exitCode prints err and maps it to the process exit status.
 func exitCode(err error, ctx context.Context) int {
 	if err == nil {
@@ -70,9 +80,12 @@ func exitCode(err error, ctx context.Context) int {
 // exitStatusHelp). interrupted is whether a signal cancelled the command.
 func exitStatus(err error, interrupted bool) int {
 	var ue usageError
+	var ce childError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ce) && ce.code > 0:
+		return ce.code
 	case errors.As(err, &ue) || errors.Is(err, source.ErrSpec) || isCobraUsage(err):
 		return exitUsage
 	case interrupted || errors.Is(err, context.Canceled):

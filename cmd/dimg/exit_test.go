@@ -131,6 +131,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"cat", foreignImg, "1:/x"}, exitCorrupt, "not a dimg image"},
 		{[]string{"extract", "-q", foreignImg, "1:/", out("x")}, exitCorrupt, "not a dimg image"},
 		{[]string{"mount", foreignImg, mnt}, exitCorrupt, "not a dimg image"},
+		// --background reports the child's error: with its status, not 1.
+		{[]string{"mount", "--background", foreignImg, mnt}, exitCorrupt, "not a dimg image"},
+		{[]string{"mount", "--background", trunc, mnt}, exitCorrupt, "truncated"},
 		// ...while ls, cat, extract and mount read any other file as a raw disk.
 		{[]string{"ls", foreign}, exitOK, ""},
 		{[]string{"cat", foreign, "1:/x"}, exitFailure, "holds no files"},

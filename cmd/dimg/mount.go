@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -273,8 +274,14 @@ func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
 			err := <-exited
 			return fmt.Errorf("mount process exited before the mount was ready: %v", err)
 		}
-		<-exited
-		return fmt.Errorf("%s", s)
+		// The child exited with the status its error called for (3 for
+		// a damaged image): keep it, the text alone would exit 1.
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(<-exited, &ee) {
+			code = ee.ExitCode()
+		}
+		return childError{msg: s, code: code}
 	case <-time.After(mountReadyTimeout):
 		child.Process.Kill()
 		return fmt.Errorf("mount process not ready after %v; killed", mountReadyTimeout)
