@@ -39,12 +39,16 @@ import (
 // cache of either would go stale when the other is written, and a loop
 // device over pN.img keeps its own cache above anyway, so a second one in
 // the FUSE file would only double the memory. Measured here (kernel 6.18,
-// ext4 on a loop device over p2.img): direct I/O wrote a 1 GiB file
-// sequentially at 0.6x the speed of the same loop setup over a raw file,
-// the page cache with FUSE's writeback cache at 0.2x (it sends 4 KiB
-// writes), and random 4 KiB writes were within 0.3-0.4x either way: the
-// loop driver sends one request at a time to a buffered backing file, so
-// each write waits for one round trip through dimg.
+// 2 cores, ext4 on a loop device over p2.img, against the same loop setup
+// over a raw file; scripts/bench-rwmount.sh): direct I/O wrote a 1 GiB
+// file sequentially at 0.3-0.6x the speed, the page cache with FUSE's
+// writeback cache at 0.2x (throttled, it sends 4 KiB writes); random
+// 4 KiB writes ran at 0.2-0.4x with direct I/O and 0.2x with the
+// writeback cache. The loop driver sends one request at a time to a
+// buffered backing file, so each write waits for a round trip through
+// dimg: a FUSE server that does nothing reaches only about 0.4x. Direct
+// I/O also means the files cannot be mapped (mmap: ENODEV); tools that
+// work on disks read and write.
 
 var (
 	_ = (fs.NodeWriter)((*rawFile)(nil))
