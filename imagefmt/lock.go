@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -57,8 +58,18 @@ func (e *LockedError) Error() string {
 
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
-// LockPath is the lock file of image.
-func LockPath(image string) string { return image + ".lock" }
+// LockPath is the lock file of image: next to the file the path names
+// after following symbolic links, so two links to one image share it.
+func LockPath(image string) string { return canonical(image) + ".lock" }
+
+// canonical is path with symbolic links resolved, or path itself when it
+// does not exist (yet).
+func canonical(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
+	}
+	return path
+}
 
 // maxLockFile bounds what is read of a lock file: a description, not data.
 const maxLockFile = 16 << 10
@@ -67,6 +78,7 @@ const maxLockFile = 16 << 10
 type WriterLock struct {
 	f     *os.File
 	image string
+	path  string // the lock file
 	// Previous describes the holder before this one when it did not
 	// release the lock cleanly (it crashed or was killed): its lock file
 	// was still there. Nil otherwise.
@@ -104,7 +116,7 @@ func LockWriter(path string) (*WriterLock, error) {
 			}
 			continue
 		}
-		l := &WriterLock{f: f, image: path}
+		l := &WriterLock{f: f, image: path, path: lp}
 		if h, err := readHolder(f); err == nil && h != nil {
 			l.Previous = h
 		}
@@ -205,7 +217,7 @@ func (l *WriterLock) Unlock() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	err := os.Remove(LockPath(l.image))
+	err := os.Remove(l.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = nil
 	}

@@ -26,7 +26,15 @@ func TestLockWriter(t *testing.T) {
 	if l.Previous != nil {
 		t.Errorf("first lock: previous holder %v", l.Previous)
 	}
-	// A second writer, even in this process, is refused and told who.
+	// A second writer, even in this process and through a symbolic link,
+	// is refused and told who.
+	link := filepath.Join(t.TempDir(), "link.dimg")
+	if err := os.Symlink(img, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LockWriter(link); !errors.Is(err, ErrLocked) {
+		t.Errorf("lock through a symbolic link: %v", err)
+	}
 	_, err = LockWriter(img)
 	var le *LockedError
 	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) {

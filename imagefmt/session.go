@@ -25,8 +25,9 @@ import (
 
 // ScratchPath is where a session keeps the changes to target (the image,
 // or the delta image of a delta session) until they are committed:
-// "TARGET.scratch", next to it.
-func ScratchPath(target string) string { return target + ".scratch" }
+// "TARGET.scratch", next to it (to the file, when target is a symbolic
+// link).
+func ScratchPath(target string) string { return canonical(target) + ".scratch" }
 
 // SessionOptions configure OpenSession; the zero value edits the image in
 // place.
