@@ -303,9 +303,15 @@ func parseSlot(b []byte, off int64, magic [8]byte, uuid [16]byte, fileSize int64
 	}
 	copy(s.digest[:], b[56:88])
 	if s.commit < 1 || s.recOff < dataStart || s.recLen < commitFixedSize+4 || s.recLen > commitFixedSize+maxMessage+4 ||
-		s.recOff+int64(s.recLen) != s.end || s.end > fileSize {
+		s.recOff+int64(s.recLen) != s.end {
 		return s, false, broken(RuleSlot, off+32, "%s (commit %d, record at %d+%d, end %d) does not fit a %d-byte file",
 			what, s.commit, s.recOff, s.recLen, s.end, fileSize)
+	}
+	if s.end > fileSize {
+		// An intact slot is written only once its commit is durable, so
+		// a commit past the end of the file was cut off after the fact.
+		return s, false, broken(RuleEnd, fileSize, "the file ends at byte %d, but its %s names commit %d, which ends at byte %d: the image was truncated (an interrupted or partial copy)",
+			fileSize, what, s.commit, s.end)
 	}
 	return s, true, nil
 }

@@ -528,6 +528,27 @@ func v2Forgeries() []forgeryV2 {
 				g.sealFooter()
 			},
 			skip: map[string]string{"readat": "a read through ReadAt never checks the digest"}},
+		// Every path finds the footer at the very end: the stream reader
+		// accepted bytes after it (restore - exited 0 where every other
+		// command said the image was damaged).
+		{name: "bytes after the footer", rule: RuleNoCommit, err: ErrCorrupt, off: func(g *goldenV2) int { return g.end + 64 },
+			bytes: func(g *goldenV2) { g.b = append(g.b, make([]byte, 64)...) }},
+		// Two damaged slots are damage even with a footer (the stream
+		// reader ignored them and read the footer).
+		{name: "both slots damaged", rule: RuleSlot, err: ErrCorrupt, off: at(4096),
+			bytes: func(g *goldenV2) { g.b[4096] = 'X'; g.b[8192] = 'X' }},
+		// A file cut after a commit: an intact slot names a commit past
+		// the end. The random-access reader ignored that slot and opened
+		// the older commit the other slot names, exit 0 (only restore -
+		// noticed).
+		{name: "newest commit cut off", rule: RuleEnd, err: ErrCorrupt, off: func(g *goldenV2) int { return g.end },
+			bytes: func(g *goldenV2) {
+				old := commitSlot{commit: 1, recOff: int64(g.recOff), recLen: 212, digest: g.digest, end: int64(g.end)}
+				gone := commitSlot{commit: 2, recOff: int64(g.end) + 4096, recLen: 212, end: int64(g.end) + 4096 + 212}
+				copy(g.b[4096:], old.marshal(commitSlotMagic, g.uuid))
+				copy(g.b[8192:], gone.marshal(commitSlotMagic, g.uuid))
+				g.b = g.b[:g.end] // in-place commits end without a footer
+			}},
 		{name: "run record state", rule: RuleRunRecord, err: ErrCorrupt, off: func(g *goldenV2) int { return g.runOff + 5 },
 			bytes: func(g *goldenV2) { g.b[g.runOff+5] = 7; g.sealRun() },
 			skip: map[string]string{"readat": "run records serve readers of a stream only", "verify": "the same (verify --all reads them)",

@@ -159,19 +159,29 @@ func newReaderV2(ra io.ReaderAt, size int64, buf []byte, opt ReaderOptions) (*Re
 // findNewest picks the newest valid slot, or the footer when no slot was
 // ever written (an image written as a stream). A slot torn by a crash
 // fails its CRC and the other slot, which a commit never writes at the
-// same time, still names a complete commit.
+// same time, still names a complete commit. But an intact slot naming a
+// newer commit that lies past the end of the file means the file was
+// truncated: that is an error, not a reason to show an older commit as if
+// it were the newest.
 func findNewest(ra io.ReaderAt, size int64, buf []byte, hdr *Header) (commitSlot, error) {
-	var best commitSlot
+	var best, cut commitSlot
 	var found bool
 	var errs []error
+	var cutErr error
 	for _, off := range []int64{slotAOff, slotBOff} {
 		s, ok, err := parseSlot(buf[off:off+slotSize], off, commitSlotMagic, hdr.UUID, size)
 		if err != nil {
 			errs = append(errs, err)
+			if ruleOf(err) == RuleEnd && s.commit > cut.commit {
+				cut, cutErr = s, err
+			}
 		}
 		if ok && (!found || s.commit > best.commit) {
 			best, found = s, true
 		}
+	}
+	if cutErr != nil && (!found || cut.commit > best.commit) {
+		return best, cutErr
 	}
 	if found {
 		return best, nil

@@ -2,6 +2,7 @@ package imagefmt
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -55,11 +56,21 @@ func newStreamV2(r io.Reader, fixed []byte) (*StreamReader, error) {
 			ErrBase, formatUUID(hdr.Base.UUID), hdr.Base.Commit, hdr.Base.PathHint)
 	}
 	v := &streamV2{r: r, off: dataStart, g: newGeometry(hdr)}
+	// The slots as the random-access reader takes them (findNewest): a
+	// damaged slot is ignored when the other names a commit, and two
+	// damaged slots are an error even if the stream ends with a footer.
+	var errs []error
 	for _, off := range []int64{slotAOff, slotBOff} {
-		s, ok, _ := parseSlot(b[off:off+slotSize], off, commitSlotMagic, hdr.UUID, 1<<62)
+		s, ok, err := parseSlot(b[off:off+slotSize], off, commitSlotMagic, hdr.UUID, 1<<62)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		if ok && s.commit > v.newest.commit {
 			v.newest = s
 		}
+	}
+	if v.newest.commit == 0 && len(errs) == 2 {
+		return nil, errors.Join(errs...)
 	}
 	v.end = v.newest.end
 	v.multi = v.newest.commit > 1
@@ -366,6 +377,15 @@ func (s *StreamReader) commitV2() (done bool, err error) {
 		}
 		if ft.commit != 1 || ft.recOff != v.recOff || ft.digest != c.digest || ft.end != s.v2.off {
 			return false, broken(RuleNoCommit, s.v2.off, "the footer does not name the commit just before it")
+		}
+		// The footer must end the file, as the random-access reader
+		// requires (it looks for the footer in the last bytes): read to
+		// the end and report the same rule at the same offset.
+		if n, err := io.Copy(io.Discard, s.v2.r); err != nil {
+			return false, fmt.Errorf("imagefmt: read after the footer: %w", err)
+		} else if n > 0 {
+			return false, broken(RuleNoCommit, s.v2.off+n,
+				"%d bytes follow the footer at %d: the footer must end the image (bytes were appended, or the stream is not one image)", n, s.v2.off)
 		}
 		return true, nil
 	}
