@@ -20,7 +20,10 @@ mkdir -p "$B"
 
 MNTS=() LOOPS=()
 cleanup() {
-  for m in "${MNTS[@]-}"; do [ -n "$m" ] && umount "$m" 2>/dev/null || true; done
+  for m in "${MNTS[@]-}"; do
+    [ -n "$m" ] || continue
+    for _ in $(seq 50); do mountpoint -q "$m" || break; umount "$m" 2>/dev/null || sleep 0.1; done
+  done
   for l in "${LOOPS[@]-}"; do [ -n "$l" ] && losetup -d "$l" 2>/dev/null || true; done
 }
 trap cleanup EXIT
@@ -29,6 +32,7 @@ secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); ech
 # A 3 GiB GPT disk: a 64 MiB ESP and a fresh ext4 in partition 2.
 DISK=$B/disk.raw IMG=$B/disk.dimg
 for _ in $(seq 600); do [ -e "$IMG.lock" ] || break; sleep 0.1; done # an earlier run's mount still committing
+[ ! -e "$IMG.lock" ] || { echo "bench-rwmount: $IMG is still being written ($(cat "$IMG.lock")); unmount it first" >&2; exit 1; }
 rm -f "$DISK" "$IMG" "$IMG".*
 truncate -s 3G "$DISK"
 sgdisk -n 1:2048:+64M -t 1:ef00 -n 2:0:0 -t 2:8300 "$DISK" >/dev/null
@@ -71,7 +75,8 @@ echo "| sequential 1 GiB write + fsync (MiB/s) | $SD | $SR | $(echo "scale=2; $S
 umount "$KD"; MNTS=("${MNTS[@]:1}")
 DIRTY=$(du -B1 --apparent-size "$IMG.scratch" | cut -f1)
 T0=$(date +%s.%N)
-umount "$M"
+# The loop device under $KD lets go of p2.img a moment after its umount.
+for _ in $(seq 100); do umount "$M" 2>/dev/null && break; sleep 0.1; done
 for _ in $(seq 3000); do [ -e "$IMG.lock" ] || break; sleep 0.1; done # the mount removes it after its commit
 T1=$(date +%s.%N)
 echo "| commit at unmount: $(awk -v n="$DIRTY" 'BEGIN{printf "%.0f MiB", n/1048576}') of scratch file | $(echo "$T1 - $T0" | bc | xargs printf '%.1f') s, image +$(( ($(stat -c %s "$IMG") - IMGSIZE0) >> 20 )) MiB | | | |"
