@@ -12,9 +12,14 @@ const maxChain = 64
 
 // OpenChain opens an image file. When it is a delta, it first opens the
 // base its header names, where the path hint points (a relative hint is
-// relative to the delta's directory), at the commit the delta was made
-// over, and so on down the chain; the base is checked by UUID and digest.
-// Close closes the whole chain.
+// relative to the delta's directory) or at opt.BasePath, at the commit the
+// delta was made over, and so on down the chain; the base is checked by
+// UUID and digest. Close closes the whole chain.
+//
+// The base's commit is found by its digest: the number the delta records
+// is tried first, then the base's history is searched for a commit with
+// that digest, so a delta still opens over its base after the base was
+// compacted or flattened (same UUID, same disk, history renumbered).
 func OpenChain(path string, opt ReaderOptions) (*Reader, error) {
 	return openChain(path, opt, 0)
 }
@@ -27,17 +32,24 @@ func openChain(path string, opt ReaderOptions, depth int) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	basePath := opt.BasePath
+	opt.BasePath = ""
+	if ref == nil && basePath != "" {
+		return nil, fmt.Errorf("%s is not a delta image: it has no base (%s was given as one)", path, basePath)
+	}
 	if ref == nil || opt.Base != nil {
 		return OpenOptions(path, opt)
 	}
-	hint := ref.PathHint
-	if hint == "" {
-		return nil, fmt.Errorf("%w: %s is a delta over image %s commit %d and does not say where it was", ErrBase, path, formatUUID(ref.UUID), ref.Commit)
+	if basePath == "" {
+		basePath = ref.PathHint
+		if basePath == "" {
+			return nil, fmt.Errorf("%w: %s is a delta over image %s commit %d and does not say where it was", ErrBase, path, formatUUID(ref.UUID), ref.Commit)
+		}
+		if !filepath.IsAbs(basePath) {
+			basePath = filepath.Join(filepath.Dir(path), basePath)
+		}
 	}
-	if !filepath.IsAbs(hint) {
-		hint = filepath.Join(filepath.Dir(path), hint)
-	}
-	base, err := openChain(hint, ReaderOptions{CacheBytes: opt.CacheBytes, Logger: opt.Logger, Commit: ref.Commit}, depth+1)
+	base, err := openBase(basePath, ref, opt, depth)
 	if err != nil {
 		return nil, fmt.Errorf("%s: open its base: %w", path, err)
 	}
@@ -49,6 +61,54 @@ func openChain(path string, opt ReaderOptions, depth int) (*Reader, error) {
 	}
 	r.chain = append(r.chain, base)
 	return r, nil
+}
+
+// openBase opens the base of a delta at the commit ref names: by number
+// when that commit has ref's digest, else the commit of the base's history
+// that has it. When none has, it returns the base at ref's number (or its
+// newest commit), and the delta's open names the mismatch.
+func openBase(path string, ref *BaseRef, opt ReaderOptions, depth int) (*Reader, error) {
+	bopt := ReaderOptions{CacheBytes: opt.CacheBytes, Logger: opt.Logger, Commit: ref.Commit}
+	base, err := openChain(path, bopt, depth+1)
+	if err == nil && base.Digest() == ref.Digest {
+		return base, nil
+	}
+	// Another commit number, or none: search the history by digest.
+	bopt.Commit = 0
+	newest, nerr := openChain(path, bopt, depth+1)
+	if nerr != nil {
+		if err == nil {
+			return base, nil
+		}
+		return nil, nerr
+	}
+	log, lerr := newest.Log()
+	for _, c := range log {
+		if c.Digest != ref.Digest || lerr != nil {
+			continue
+		}
+		if c.Number == newest.Commit().Number {
+			if base != nil {
+				base.Close()
+			}
+			return newest, nil
+		}
+		bopt.Commit = c.Number
+		if found, ferr := openChain(path, bopt, depth+1); ferr == nil {
+			if base != nil {
+				base.Close()
+			}
+			newest.Close()
+			return found, nil
+		}
+	}
+	if err == nil {
+		newest.Close()
+		return base, nil
+	}
+	// The commit number the delta names is not there either: the newest
+	// commit, which checkBase refuses naming both digests.
+	return newest, nil
 }
 
 // ReadBaseRef reads the base reference of the image file at path: nil for

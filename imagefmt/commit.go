@@ -53,6 +53,10 @@ type EditorOptions struct {
 	Reader ReaderOptions
 	// ToolVersion is written in the header of a new delta image.
 	ToolVersion string
+	// UUID is a new delta image's UUID; zero makes a random one. A
+	// rewrite of a delta (compact) keeps the delta's, so deltas over it
+	// still find it.
+	UUID [16]byte
 }
 
 // editFile is what an Editor needs of its file; tests inject one that
@@ -209,11 +213,13 @@ func newDelta(ctx context.Context, f editFile, base *Reader, pathHint string, ch
 	if h.Created.IsZero() {
 		h.Created = time.Now()
 	}
-	if _, err := rand.Read(h.UUID[:]); err != nil {
-		return nil, err
+	if h.UUID = opt.UUID; h.UUID == ([16]byte{}) {
+		if _, err := rand.Read(h.UUID[:]); err != nil {
+			return nil, err
+		}
+		h.UUID[6] = h.UUID[6]&0x0f | 0x40
+		h.UUID[8] = h.UUID[8]&0x3f | 0x80
 	}
-	h.UUID[6] = h.UUID[6]&0x0f | 0x40
-	h.UUID[8] = h.UUID[8]&0x3f | 0x80
 	if copt.Metadata == nil {
 		// The first commit writes the metadata record: the base's.
 		copt.Metadata = append([]byte{}, bh.Metadata...)

@@ -28,6 +28,10 @@ type ReaderOptions struct {
 	// Base is the opened base of a delta image (required for one, see
 	// OpenChain); reads of chunks the delta does not hold go to it.
 	Base *Reader
+	// BasePath, for OpenChain, is where the base of a delta image is,
+	// instead of the path hint its header records (the hint is where the
+	// base was when the delta was made; the base may have moved since).
+	BasePath string
 }
 
 // Reader is an io.ReaderAt over the logical disk of an image. It is safe
@@ -173,6 +177,9 @@ func (r *Reader) Close() error {
 	}
 	return err
 }
+
+// Path is the image file's path when it was opened by path ("" otherwise).
+func (r *Reader) Path() string { return r.name }
 
 // Header returns the image header.
 func (r *Reader) Header() *Header { return r.hdr }
