@@ -43,6 +43,9 @@ type CaptureOptions struct {
 	ChunkSize   int // 0: imagefmt.DefaultChunkSize
 	Workers     int // 0: GOMAXPROCS
 	ToolVersion string
+	// Compression is how chunks are compressed: lz4 (the zero value) or
+	// zstd, which makes smaller images that older readers refuse.
+	Compression imagefmt.Compression
 	Progress    progress.Reporter // told of a "capturing" phase, in disk bytes
 	Logger      *slog.Logger
 }
@@ -83,7 +86,7 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 	}
 	iw, err := imagefmt.NewWriter(w, imagefmt.WriterOptions{
 		DiskSize: plan.Size, ChunkSize: opt.ChunkSize, SectorSize: plan.SectorSize,
-		ToolVersion: opt.ToolVersion, Metadata: meta,
+		ToolVersion: opt.ToolVersion, Metadata: meta, Compression: opt.Compression,
 	})
 	if err != nil {
 		return nil, err
@@ -93,6 +96,12 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 	workers := opt.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
+	}
+	encs := make([]*imagefmt.Encoder, workers)
+	for i := range encs {
+		if encs[i], err = imagefmt.NewEncoder(opt.Compression); err != nil {
+			return nil, err
+		}
 	}
 	// inflight bounds memory: each job holds one chunk and one frame buffer.
 	inflight := workers * 4
@@ -139,11 +148,10 @@ func Capture(ctx context.Context, src io.ReaderAt, plan *Plan, w io.Writer, opt 
 
 	// Workers: zero check, hash and compress.
 	var wg sync.WaitGroup
-	for range workers {
+	for _, enc := range encs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var enc imagefmt.Encoder
 			for j := range work {
 				t0 := time.Now()
 				if imagefmt.IsZero(j.buf) {

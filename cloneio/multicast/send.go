@@ -17,6 +17,10 @@ import (
 
 // SendOptions configure Send. The zero value of every field is a default.
 type SendOptions struct {
+	// Image, if set, is the opened image to send (a commit of it, a delta
+	// chain: the disk it shows); the path argument then only names it.
+	// Send does not close it.
+	Image     *imagefmt.Reader
 	Group     string // multicast group (DefaultGroup)
 	Port      int    // UDP port (DefaultPort)
 	Interface string // interface name or address to send on; "" = routing table
@@ -119,7 +123,7 @@ const (
 	defaultStall     = 60 * time.Second
 )
 
-// Send multicasts the image at path to every receiver that joins, repairs
+// Send multicasts the image at path (or opt.Image) to every receiver that joins, repairs
 // what they lose, and returns when each receiver has reported its result
 // or been given up. The error is nil only when every receiver verified its
 // target; otherwise it wraps ErrPartial, ErrAllFailed or ErrNoReceivers,
@@ -157,11 +161,13 @@ func Send(ctx context.Context, path string, opt SendOptions) (*SendResult, error
 	if err != nil {
 		return nil, err
 	}
-	img, err := imagefmt.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("multicast: %w", err)
+	img := opt.Image
+	if img == nil {
+		if img, err = imagefmt.OpenChain(path, imagefmt.ReaderOptions{}); err != nil {
+			return nil, fmt.Errorf("multicast: %w", err)
+		}
+		defer img.Close()
 	}
-	defer img.Close()
 	hdr := img.Header()
 	if hdr.ChunkSize < minChunkSize || hdr.ChunkSize > maxChunkSize {
 		return nil, fmt.Errorf("multicast: chunk size %d not supported", hdr.ChunkSize)

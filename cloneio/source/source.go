@@ -31,6 +31,16 @@ type Options struct {
 	// Logger, if set, gets a line for each chunk of an image that fails
 	// its checksum when read.
 	Logger *slog.Logger
+	// Commit opens an older commit of an image (numbered from 1, the
+	// capture); 0 opens the newest. A raw disk has no commits.
+	Commit int64
+	// Base is where a delta image's base is, instead of the path its
+	// header records (relative to the delta's directory). A delta's base
+	// is opened at the commit the delta was made over and must be that
+	// image in that state: another image, or one that changed, is refused
+	// naming both files. Chains (a delta over a delta) open down to a
+	// standalone image.
+	Base string
 }
 
 // Backing is what a Source reads. ReaderAt and Size are the logical disk;
@@ -104,17 +114,20 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 		return nil, fmt.Errorf("%s is a directory, not an image", path)
 	case kind == filekind.Block && opt.Raw:
 		// A device is never read as an image file: the raw disk.
+		if opt.Commit != 0 || opt.Base != "" {
+			return nil, fmt.Errorf("%s is a block device, read as a raw disk: it has no commits and no base", path)
+		}
 		return openRaw(path, st.ModTime(), opt)
 	case kind == filekind.Stream:
 		return nil, fmt.Errorf("%s is a pipe or a character device: an image must be a file this command can read at random (save the stream to a file, or use dimg restore -)", path)
 	case kind != filekind.Regular:
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	img, err := imagefmt.OpenOptions(path, imagefmt.ReaderOptions{Logger: opt.Logger})
+	img, err := imagefmt.OpenChain(path, imagefmt.ReaderOptions{Logger: opt.Logger, Commit: opt.Commit, BasePath: opt.Base})
 	switch {
 	case err == nil:
 		return New(Backing{Name: path, Image: img, ModTime: st.ModTime(), Closer: img}, opt)
-	case opt.Raw && noMagic(err) && !strings.HasSuffix(path, ".dimg"):
+	case opt.Raw && noMagic(err) && !strings.HasSuffix(path, ".dimg") && opt.Commit == 0 && opt.Base == "" && !isDelta(path):
 		return openRaw(path, st.ModTime(), opt)
 	}
 	return nil, err
@@ -128,6 +141,13 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 func noMagic(err error) bool {
 	var re *imagefmt.RuleError
 	return errors.As(err, &re) && re.Rule == imagefmt.RuleMagic
+}
+
+// isDelta reports whether path is a delta image: an error about its base
+// (whose file may lack the magic) is not a reason to read it as raw.
+func isDelta(path string) bool {
+	ref, err := imagefmt.ReadBaseRef(path)
+	return ref != nil || err != nil
 }
 
 func openRaw(path string, mtime time.Time, opt Options) (*Source, error) {
