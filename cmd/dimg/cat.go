@@ -11,19 +11,22 @@ import (
 )
 
 func newCatCmd() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "cat IMAGE N:/PATH",
 		Short: "Write a file from inside an image to standard output",
 		Long: `Cat copies one file out of partition N of IMAGE to standard output, reading and
 decompressing only the chunks that hold it. Symlinks are followed inside the image
 (an absolute target resolves against the partition's root, never this machine's).
-A damaged chunk under the file stops the copy with an error naming the chunk.`,
+A damaged chunk under the file stops the copy with an error naming the chunk.` + atHelp,
 		Example: `  dimg cat backup.dimg 2:/etc/fstab
   dimg cat backup.dimg 2:/var/lib/db/dump.sql.gz | zcat | less
-  dimg cat usb-stick.img /notes.txt > notes.txt`,
+  dimg cat usb-stick.img /notes.txt > notes.txt
+  dimg cat --at 1 golden.dimg 2:/etc/fstab      # as it was at the capture`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error { return runCat(cmd, args[0], args[1]) },
 	}
+	addImageFlags(cmd)
+	return cmd
 }
 
 func runCat(cmd *cobra.Command, imgPath, spec string) error {

@@ -26,11 +26,12 @@ The image is treated as hostile: nothing is ever written outside DEST. Names wit
 "/" or "..", and duplicate names, are refused; symlinks are recreated as links and
 never followed. An existing file is not overwritten without --force (directories
 are merged into). A damaged file is reported and skipped, the rest is extracted, and
-dimg exits non-zero.`,
+dimg exits non-zero.` + atHelp,
 		Example: `  dimg extract backup.dimg 2:/etc/fstab ./fstab
   dimg extract backup.dimg 2:/home/alice /srv/restore/
   dimg extract backup.dimg 1:/ ./efi-partition
-  dimg extract --force backup.dimg 2:/etc ./etc`,
+  dimg extract --force backup.dimg 2:/etc ./etc
+  dimg extract --at 3 golden.dimg 2:/etc/ssh ./ssh-at-commit-3`,
 		Args: exactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runExtract(cmd, args[0], args[1], args[2], extract.Options{Force: force, NoOwner: noOwner})
@@ -38,6 +39,7 @@ dimg exits non-zero.`,
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files at DEST")
 	cmd.Flags().BoolVar(&noOwner, "no-owner", false, "do not set owners even when running as root")
+	addImageFlags(cmd)
 	return cmd
 }
 

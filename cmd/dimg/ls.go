@@ -31,12 +31,13 @@ With no path it lists the partitions: number, start, size, type, filesystem, lab
 With N:/PATH it lists that directory (or describes that file) in partition N, as the
 partition table numbers it. A bare /PATH works when the image holds exactly one
 filesystem with files. Owners are shown as numbers: they belong to the image, not
-to this machine.`,
+to this machine.` + atHelp,
 		Example: `  dimg ls backup.dimg
   dimg ls backup.dimg 2:/etc
   dimg ls -l backup.dimg 2:/home/alice
   dimg ls -R --json backup.dimg 1:/ | jq -r '.[] | select(.type == "file") | .path'
-  dimg ls usb-stick.img /`,
+  dimg ls usb-stick.img /
+  dimg ls --at 2 golden.dimg 2:/opt          # as commit 2 left it (dimg log)`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
 				return usagef("ls: want IMAGE and optionally N:/PATH, got %d arguments", len(args))
@@ -55,6 +56,7 @@ to this machine.`,
 	f.BoolVarP(&recursive, "recursive", "R", false, "list subdirectories recursively")
 	f.BoolVarP(&long, "long", "l", false, "long listing: mode, links, owner, size, time")
 	f.BoolVar(&jsonOut, "json", false, "print a JSON array of entries")
+	addImageFlags(cmd)
 	return cmd
 }
 

@@ -26,6 +26,7 @@ var commands = []func() *cobra.Command{
 	newCloneCmd,
 	newMountCmd, newRecoverCmd, newLsCmd, newCatCmd, newExtractCmd,
 	newSendCmd, newReceiveCmd,
+	newLogCmd, newRevertCmd, newFlattenCmd, newCompactCmd, newConvertCmd,
 }
 
 func newRootCmd() *cobra.Command {

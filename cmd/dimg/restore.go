@@ -28,11 +28,17 @@ block device TARGET must not be mounted or in use and must be at least as large
 as the image's disk; on a device, chunks that were unused on the source are left
 as they are (or discarded with --discard).
 
-IMAGE may be "-" to read the image from standard input.`,
+IMAGE may be "-" to read the image from standard input. An image with several
+commits restores its newest commit, from a file or a pipe; --at N restores commit N
+(a file only). A delta image restores the disk it composes with the images under it
+(--base PATH when its base moved); a delta cannot come through a pipe, since its
+base's chunks are not in it, and is refused before anything is written.`,
 		Example: `  dimg restore backup.dimg /dev/sdc
   dimg restore backup.dimg disk.raw
   dimg restore --verify backup.dimg /dev/sdc
-  ssh host 'cat backup.dimg' | dimg restore - /dev/sdc`,
+  ssh host 'cat backup.dimg' | dimg restore - /dev/sdc
+  dimg restore --at 2 golden.dimg /dev/sdc      # the state of commit 2 (dimg log)
+  dimg restore patch.dimg disk.raw               # a delta: reads golden.dimg under it`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, args[0], args[1], opt)
@@ -44,6 +50,7 @@ IMAGE may be "-" to read the image from standard input.`,
 	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the image does not use")
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
 	addLayoutFlags(cmd, &opt.layout)
+	addImageFlags(cmd)
 	return cmd
 }
 
@@ -106,6 +113,9 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		return err
 	}
 	if streamIn != nil {
+		if atOrBase(cmd) {
+			return usagef("restore: --at and --base need IMAGE as a file; a stream restores its newest commit")
+		}
 		if isTerminal(streamIn) {
 			return usagef("restore: image %q is a terminal; pipe the image in", imgPath)
 		}
@@ -123,10 +133,18 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		if err := cloneio.CheckDistinct(imgPath, targetPath); err != nil {
 			return err
 		}
-		if img, err = imagefmt.Open(imgPath); err != nil {
+		src, err := openImage(cmd, imgPath)
+		if err != nil {
 			return err
 		}
-		defer img.Close()
+		defer src.Close()
+		// A delta is read through its bases: none may be the target.
+		for b := src.Image().Base(); b != nil; b = b.Base() {
+			if err := cloneio.CheckDistinct(b.Path(), targetPath); err != nil {
+				return err
+			}
+		}
+		img = src.Image()
 		hdr = img.Header()
 	}
 	if di, err := imagefmt.ParseDiskInfo(hdr.Metadata); err == nil {

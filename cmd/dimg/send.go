@@ -37,11 +37,16 @@ could inject packets; --key (or --key-file) authenticates every packet with
 HMAC-SHA256. The key does not encrypt.
 
 A summary lists every receiver (address, bytes written, repairs asked, result).
+IMAGE's newest commit is sent, or commit N with --at N; a delta image sends the
+disk it composes with the images under it (--base PATH when its base moved).
+
 Exit status: 0 when every receiver verified its target, 4 when some did and
 others failed, 1 when none did.`,
 		Example: `  dimg send disk.dimg --min-receivers 20 --max-wait 5m
   dimg send disk.dimg --interface eth1 --max-rate 800mbit --fec 4/64
-  dimg send disk.dimg --key-file /etc/dimg/deploy.key --json > summary.json`,
+  dimg send disk.dimg --key-file /etc/dimg/deploy.key --json > summary.json
+  dimg send --at 3 golden.dimg --min-receivers 10     # commit 3 (dimg log)
+  dimg send patch.dimg                                  # a delta: the disk it composes`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSend(cmd, args[0], opt)
@@ -57,6 +62,7 @@ others failed, 1 when none did.`,
 	f.StringVar(&opt.fec, "fec", "", "proactive Reed-Solomon parity: P or P/K (P parity per K data packets, K default 64)")
 	f.DurationVar(&opt.rxTimeout, "receiver-timeout", 10*time.Second, "give up on a receiver silent this long")
 	f.BoolVar(&opt.json, "json", false, "print the summary as JSON")
+	addImageFlags(cmd)
 	return cmd
 }
 
@@ -145,8 +151,13 @@ func runSend(cmd *cobra.Command, img string, opt sendFlags) error {
 	if opt.minReceivers < 1 {
 		return usagef("--min-receivers must be at least 1")
 	}
+	src, err := openImage(cmd, img)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
 	prog := newProgress(cmd, "send")
-	res, err := multicast.Send(cmd.Context(), img, multicast.SendOptions{
+	res, err := multicast.Send(cmd.Context(), img, multicast.SendOptions{Image: src.Image(),
 		Group: opt.rv.group, Port: opt.rv.port, Interface: opt.rv.iface, TTL: opt.ttl, MTU: opt.mtu,
 		MinReceivers: opt.minReceivers, MaxWait: opt.maxWait, MaxRate: rate, FEC: fec, Key: key,
 		ReceiverTimeout: opt.rxTimeout, Progress: prog,

@@ -28,12 +28,22 @@ func exactArgs(n int) cobra.PositionalArgs {
 // block device (ls, cat, extract, mount), with every filesystem driver;
 // log gets the damaged chunks reads run into.
 func openSource(cmd *cobra.Command, path string, log *slog.Logger) (*source.Source, error) {
-	return source.Open(cmd.Context(), path, source.Options{Raw: true, Drivers: drivers(), Logger: log})
+	opt, err := imageOptions(cmd, source.Options{Raw: true, Drivers: drivers(), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return source.Open(cmd.Context(), path, opt)
 }
 
-// openImage opens an IMAGE argument that must be a dimg image (info, verify).
+// openImage opens an IMAGE argument that must be a dimg image (info,
+// verify, restore, send, log, flatten), at --at and over --base when the
+// command has them.
 func openImage(cmd *cobra.Command, path string) (*source.Source, error) {
-	return source.Open(cmd.Context(), path, source.Options{})
+	opt, err := imageOptions(cmd, source.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return source.Open(cmd.Context(), path, opt)
 }
 
 // stderrLogger reports chunk and I/O errors on stderr.
