@@ -153,7 +153,35 @@ func newReaderV2(ra io.ReaderAt, size int64, buf []byte, opt ReaderOptions) (*Re
 	r := &Reader{ra: ra, size: size, hdr: hdr, t: t, cache: lru.New[int64, []byte](max(int(cb/int64(hdr.ChunkSize)), 4)), log: opt.Logger}
 	r.prefetch = make(chan struct{}, runtime.GOMAXPROCS(0))
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
+	if err := r.checkRootHash(); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// checkRootHash checks that the root node hashes to the commit's digest.
+// The root is in memory and its absent children hash from the geometry
+// (or the base's root), so this costs no read; without it a root whose
+// child hashes were damaged, CRC and all, opened and restored with exit 0,
+// and a commit on top would carry the wrong hashes into a digest its
+// disk can never match.
+func (r *Reader) checkRootHash() error {
+	t := r.t
+	var h [32]byte
+	var err error
+	if t.root.level == 0 {
+		h, err = r.hashLeaf(t.root)
+	} else {
+		h, err = internalHash(t.g, t.root, func(s int) ([32]byte, error) { return r.absentChild(t.root.level, t.root.index, s) })
+	}
+	if err != nil {
+		return err
+	}
+	if h != t.commit.digest {
+		return broken(RuleTreeHash, t.commitOff+64, "commit %d records digest %x, its index root (at %d) hashes to %x",
+			t.commit.number, t.commit.digest[:8], t.commit.rootOff, h[:8])
+	}
+	return nil
 }
 
 // findNewest picks the newest valid slot, or the footer when no slot was
