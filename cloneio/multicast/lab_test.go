@@ -250,7 +250,14 @@ func labUp(t *testing.T, script string, n int, extra ...string) *lab {
 	l.group, l.port = loopEndpoint()
 	args := append([]string{script, "up", strconv.Itoa(n), "--prefix", l.prefix}, extra...)
 	t.Cleanup(func() {
-		if out, err := exec.Command("bash", script, "down", "--prefix", l.prefix).CombinedOutput(); err != nil {
+		// Bounded: under heavy load `down` was once seen blocking until
+		// the test binary's own timeout; a lab left behind costs nothing
+		// (every lab has its own random prefix), a hung suite costs CI.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "bash", script, "down", "--prefix", l.prefix)
+		cmd.WaitDelay = 5 * time.Second
+		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Logf("lab down: %v %s", err, out)
 		}
 	})
