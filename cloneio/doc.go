@@ -23,6 +23,14 @@
 //     in any order from many goroutines, zero runs zeroed, unused chunks
 //     left alone — and the one read-back check (Verify), which recomputes
 //     the image digest from what the target holds.
+//   - rewrite: the disk an imagefmt.Reader shows (a commit of an image,
+//     or a delta chain) written as a new standalone image with one commit,
+//     same UUID and digest (Rewrite; RewriteTo for flatten and convert;
+//     Compact in place, under the image's writer lock). Frames are copied
+//     after being checked, or recompressed; the sums must add up to the
+//     source digest before the new file is synced and renamed.
+//   - revert: a commit equal to an older one (imagefmt.Diff), under the
+//     writer lock.
 //   - progress: a progress.Reporter the caller passes in; nil is a no-op.
 //
 // Capture and clone read the source with one reader (chunkReader): one

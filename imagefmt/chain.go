@@ -65,50 +65,47 @@ func openChain(path string, opt ReaderOptions, depth int) (*Reader, error) {
 
 // openBase opens the base of a delta at the commit ref names: by number
 // when that commit has ref's digest, else the commit of the base's history
-// that has it. When none has, it returns the base at ref's number (or its
-// newest commit), and the delta's open names the mismatch.
+// that has it. Another image (another UUID) is returned as it is, for the
+// delta's open to refuse naming both UUIDs; the same image without that
+// state is refused here.
 func openBase(path string, ref *BaseRef, opt ReaderOptions, depth int) (*Reader, error) {
 	bopt := ReaderOptions{CacheBytes: opt.CacheBytes, Logger: opt.Logger, Commit: ref.Commit}
 	base, err := openChain(path, bopt, depth+1)
 	if err == nil && base.Digest() == ref.Digest {
 		return base, nil
 	}
+	if base != nil {
+		base.Close()
+	}
 	// Another commit number, or none: search the history by digest.
 	bopt.Commit = 0
-	newest, nerr := openChain(path, bopt, depth+1)
-	if nerr != nil {
-		if err == nil {
-			return base, nil
-		}
-		return nil, nerr
+	newest, err := openChain(path, bopt, depth+1)
+	if err != nil {
+		return nil, err
 	}
-	log, lerr := newest.Log()
+	if newest.hdr.UUID != ref.UUID || newest.t == nil {
+		return newest, nil
+	}
+	log, err := newest.Log()
+	if err != nil {
+		newest.Close()
+		return nil, err
+	}
 	for _, c := range log {
-		if c.Digest != ref.Digest || lerr != nil {
+		if c.Digest != ref.Digest {
 			continue
 		}
 		if c.Number == newest.Commit().Number {
-			if base != nil {
-				base.Close()
-			}
 			return newest, nil
 		}
-		bopt.Commit = c.Number
-		if found, ferr := openChain(path, bopt, depth+1); ferr == nil {
-			if base != nil {
-				base.Close()
-			}
-			newest.Close()
-			return found, nil
-		}
-	}
-	if err == nil {
 		newest.Close()
-		return base, nil
+		bopt.Commit = c.Number
+		return openChain(path, bopt, depth+1)
 	}
-	// The commit number the delta names is not there either: the newest
-	// commit, which checkBase refuses naming both digests.
-	return newest, nil
+	n := newest.Commit().Number
+	newest.Close()
+	return nil, fmt.Errorf("%w: %s (image %s, commits 1 to %d) has no commit with digest %x, the state of its commit %d the delta was made over: the base changed since (it was compacted or rewritten)",
+		ErrBase, path, formatUUID(ref.UUID), n, ref.Digest[:8], ref.Commit)
 }
 
 // ReadBaseRef reads the base reference of the image file at path: nil for

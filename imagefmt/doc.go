@@ -54,7 +54,9 @@
 // it replays them: the last record for a chunk wins). Reader.Verify checks
 // everything. OpenChain opens a delta with its bases. Editor appends
 // commits to a version 2 file and is an overlay Committer; CreateDelta
-// starts a delta over a base.
+// starts a delta over a base. Diff yields the chunk changes between two
+// disks of one geometry (a revert commits Diff(newest, older)), walking
+// their index trees only where they differ.
 //
 // Errors: every error for bad input wraps exactly one of ErrFormat (not a
 // dimg image, or a version this package does not read), ErrCorrupt (a dimg

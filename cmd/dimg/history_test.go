@@ -217,6 +217,19 @@ func TestHistoryCommands(t *testing.T) {
 	}
 	sameFiles(t, refs[4], piped)
 	os.Remove(piped)
+	t.Run("device", func(t *testing.T) {
+		st, _ := os.Stat(refs[4])
+		dev, _ := emptyLoopDevice(t, st.Size())
+		sh := fmt.Sprintf("cat %q | %q restore -q - %q", img, dimgBin, dev)
+		if b, err := exec.Command("bash", "-o", "pipefail", "-c", sh).CombinedOutput(); err != nil {
+			t.Fatalf("pipe to a device: %v\n%s", err, b)
+		}
+		sameFiles(t, refs[4], dev)
+		// Chunks commit 2 does not use keep what commit 4 wrote there,
+		// unless discarded.
+		mustRun(t, "restore", "-q", "--discard", "--at", "2", img, dev)
+		sameFiles(t, refs[2], dev)
+	})
 	if _, errs, code := run(t, nil, "restore", "--at", "2", "-", piped); code != 2 || !strings.Contains(errs, "--at") {
 		t.Fatalf("restore --at from a pipe: exit %d %s", code, errs)
 	}
@@ -293,6 +306,12 @@ func TestDeltaChain(t *testing.T) {
 
 	restoreCmp(t, ref, d2)
 	restoreCmp(t, ref1, d1)
+	t.Run("device", func(t *testing.T) {
+		st, _ := os.Stat(ref)
+		dev, _ := emptyLoopDevice(t, st.Size())
+		mustRun(t, "restore", "-q", d2, dev)
+		sameFiles(t, ref, dev)
+	})
 	mustRun(t, "verify", "-q", d2)
 	l := imageLog(t, d2)
 	if len(l.Bases) != 2 || l.Bases[0].Image != d1 || l.Bases[1].Image != base || l.Bases[0].Commit != 2 {
@@ -342,6 +361,7 @@ func TestDeltaChain(t *testing.T) {
 	if code != 1 || !strings.Contains(errs, "d1.dimg") || !strings.Contains(errs, "base.dimg") {
 		t.Fatalf("restore with the base gone: exit %d: %s", code, errs)
 	}
+	t.Logf("base gone: %s", errs)
 	restoreCmp(t, ref1, d1, "--base", moved)
 	if _, errs, code := run(t, nil, "info", "--base", d1, moved); code == 0 || !strings.Contains(errs, "not a delta") {
 		t.Fatalf("--base on a standalone image: exit %d: %s", code, errs)
@@ -358,6 +378,7 @@ func TestDeltaChain(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, "d1.dimg") || !strings.Contains(errs, "base.dimg") || !strings.Contains(errs, "is image") {
 			t.Fatalf("%v over another base: exit %d: %s", args, code, errs)
 		}
+		t.Logf("%v over another base: %s", args, errs)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "y.img")); !os.IsNotExist(err) {
 		t.Fatal("a refused restore left its target")
@@ -375,6 +396,7 @@ func TestDeltaChain(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "d1.dimg") || !strings.Contains(errs, "base.dimg") || !strings.Contains(errs, "digest") {
 		t.Fatalf("restore over a modified base: exit %d: %s", code, errs)
 	}
+	t.Logf("modified base: %s", errs)
 	noTemp(t, dir)
 }
 
@@ -606,5 +628,62 @@ func TestSendCommitAndDelta(t *testing.T) {
 		}
 		cancel()
 		sameFiles(t, tc.want, target)
+	}
+}
+
+// TestMountAtAndWriters: mount --at N shows commit N; mount --rw --delta
+// --at N makes a delta over commit N; while a read-write mount holds the
+// image, compact and revert are refused naming it, and readers (flatten,
+// restore) keep working.
+func TestMountAtAndWriters(t *testing.T) {
+	requireRW(t)
+	dir := t.TempDir()
+	img, refs := historyImage(t, dir)
+	for _, n := range []int{1, 4} {
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+		mustRun(t, "mount", "--background", "--at", fmt.Sprint(n), img, mnt)
+		sameFiles(t, refs[n], filepath.Join(mnt, "disk.img"))
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("umount: %v %s", err, out)
+		}
+	}
+	if _, errs, code := run(t, nil, "mount", "--rw", "--at", "2", img, t.TempDir()); code != 2 || !strings.Contains(errs, "--delta") {
+		t.Fatalf("mount --rw --at without --delta: exit %d %s", code, errs)
+	}
+
+	// A delta over commit 2, without changes, is commit 2's disk.
+	delta := filepath.Join(dir, "at2.dimg")
+	m := startRW(t, img, "--delta", delta, "--at", "2")
+	if err, errs := m.unmount(t); err != nil {
+		t.Fatalf("mount --rw --delta --at 2: %v\n%s", err, errs)
+	}
+	restoreCmp(t, refs[2], delta)
+	if l := imageLog(t, delta); len(l.Bases) != 1 || l.Bases[0].Commit != 2 {
+		t.Fatalf("delta over commit 2: %+v", l)
+	}
+
+	m = startRW(t, img, "-m", "held")
+	pid := fmt.Sprintf("pid %d", m.cmd.Process.Pid)
+	for _, args := range [][]string{{"compact", img}, {"revert", img, "1"}} {
+		_, errs, code := run(t, nil, args...)
+		if code != 1 || !strings.Contains(errs, pid) {
+			t.Errorf("%v while mounted read-write: exit %d: %s", args, code, errs)
+		}
+		t.Logf("%v while mounted read-write: %s", args, errs)
+	}
+	flat := filepath.Join(dir, "flat.dimg")
+	mustRun(t, "flatten", "-q", img, flat)
+	restoreCmp(t, refs[4], flat)
+	if err, errs := m.unmount(t); err != nil {
+		t.Fatalf("unmount: %v\n%s", err, errs)
+	}
+	mustRun(t, "compact", "-q", img)
+	restoreCmp(t, refs[4], img)
+	// The delta over commit 2 no longer finds its base state: refused.
+	if _, errs, code := run(t, nil, "info", delta); code == 0 || !strings.Contains(errs, "at2.dimg") || !strings.Contains(errs, "h.dimg") {
+		t.Fatalf("delta over a compacted-away commit: exit %d %s", code, errs)
+	} else {
+		t.Logf("delta over a compacted-away commit: %s", errs)
 	}
 }

@@ -26,7 +26,7 @@ A delta image lists its own commits and names the images under it. A version 1
 image has a single commit.`,
 		Example: `  dimg log golden.dimg
   dimg log --json golden.dimg | jq '.commits[] | {number, message}'
-  dimg restore --at "$(dimg log --json golden.dimg | jq '.commits[-1].number')" golden.dimg disk.raw`,
+  dimg log --base /srv/golden.dimg patch.dimg     # a delta whose base moved`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runLog(cmd, args[0], jsonOut) },
 	}

@@ -37,7 +37,9 @@ func newRootCmd() *cobra.Command {
 independent checksummed chunks, streamable to write and random access to read.
 
 An image can be restored to a disk or file, mounted read-only to browse or pull single files out,
-listed and extracted offline, and verified at any time.
+listed and extracted offline, and verified at any time. Mounted read-write it takes changes as new
+commits (or a delta image over it); every commit stays readable (log, --at N, revert), and flatten,
+compact and convert rewrite an image as one commit.
 
 ` + exitStatusHelp,
 		Version:       version,

@@ -30,6 +30,9 @@ type mountFlags struct {
 	message string // the commit's message
 	discard bool   // drop the changes at unmount
 	delta   string // write the changes to this new delta image
+
+	at   int64  // --at: the commit to show (read-only) or to make a delta over
+	base string // --base: where a delta IMAGE's base is
 }
 
 func newMountCmd() *cobra.Command {
@@ -51,7 +54,9 @@ Mount stays in the foreground until DIR is unmounted (umount DIR, fusermount3 -u
 or it gets Ctrl-C; with --background it returns once the mount is ready. A read of
 a damaged chunk fails with EIO (and a log line naming the chunk), never wrong bytes.
 
-DIR must be empty and must not contain IMAGE.
+DIR must be empty and must not contain IMAGE. With --at N it shows commit N of
+IMAGE (dimg log lists them) instead of the newest; a delta image shows the disk it
+composes with the images under it (--base PATH when its base moved).
 
 ` + mountRWHelp,
 		Example: `  mkdir /mnt/backup
@@ -62,7 +67,9 @@ DIR must be empty and must not contain IMAGE.
 
   dimg mount --rw -m "add drivers" --background golden.dimg /mnt/golden
   mount -o loop /mnt/golden/p2.img /mnt/root && cp -a drivers /mnt/root/opt/
-  umount /mnt/root /mnt/golden        # commits the change to golden.dimg`,
+  umount /mnt/root /mnt/golden        # commits the change to golden.dimg
+
+  dimg mount --at 2 --background golden.dimg /mnt/old   # commit 2, read-only`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error { return runMount(cmd, args[0], args[1], fl) },
 	}
@@ -77,6 +84,7 @@ DIR must be empty and must not contain IMAGE.
 	f.StringVarP(&fl.message, "message", "m", "", "with --rw: the commit's message")
 	f.BoolVar(&fl.discard, "discard", false, "with --rw: drop the changes at unmount instead of committing them")
 	f.StringVar(&fl.delta, "delta", "", "with --rw: leave IMAGE untouched and write the changes to the new delta image `NEW.dimg`")
+	addImageFlags(cmd)
 	return cmd
 }
 
@@ -90,6 +98,11 @@ type mountSession struct {
 }
 
 func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
+	ropt, err := imageOptions(cmd, source.Options{})
+	if err != nil {
+		return err
+	}
+	fl.at, fl.base = ropt.Commit, ropt.Base
 	if err := checkMountFlags(fl); err != nil {
 		return err
 	}
@@ -103,7 +116,6 @@ func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
 		defer ready.Close()
 	}
 	var ms *mountSession
-	var err error
 	if fl.rw {
 		ms, err = startMountRW(cmd, imgPath, dir, fl)
 	} else {
@@ -228,6 +240,12 @@ func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
 	if fl.logFile != "" {
 		lf, _ := filepath.Abs(fl.logFile)
 		args = append(args, "--log="+lf)
+	}
+	if fl.at != 0 {
+		args = append(args, fmt.Sprintf("--at=%d", fl.at))
+	}
+	if fl.base != "" {
+		args = append(args, "--base="+fl.base)
 	}
 	if fl.rw {
 		args = append(args, "--rw", "--message="+fl.message)

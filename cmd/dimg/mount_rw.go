@@ -48,6 +48,8 @@ func checkMountFlags(fl mountFlags) error {
 		return usagef("mount: --message, --discard and --delta need --rw")
 	case fl.discard && fl.delta != "":
 		return usagef("mount: --discard drops the changes: there is nothing to write to --delta")
+	case fl.rw && fl.at != 0 && fl.delta == "":
+		return usagef("mount: --rw commits on top of the newest commit; --at %d needs --delta NEW.dimg (a new delta over commit %d), or run dimg revert first", fl.at, fl.at)
 	case fl.discard && fl.message != "":
 		return usagef("mount: --discard drops the changes: they get no commit message")
 	}
@@ -77,7 +79,7 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 	if err != nil {
 		return nil, err
 	}
-	s, err := openSession(imgPath, fl.delta, log)
+	s, err := openSession(imgPath, fl.delta, imagefmt.ReaderOptions{Commit: fl.at, BasePath: fl.base}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,10 +121,10 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 
 // openSession opens IMAGE (or a delta over it) for writing, explaining the
 // refusals a user can act on.
-func openSession(imgPath, delta string, log interface{ Warn(string, ...any) }) (*imagefmt.Session, error) {
-	s, err := imagefmt.OpenSession(imgPath, imagefmt.SessionOptions{Delta: delta, ToolVersion: version})
+func openSession(imgPath, delta string, ropt imagefmt.ReaderOptions, log interface{ Warn(string, ...any) }) (*imagefmt.Session, error) {
+	s, err := imagefmt.OpenSession(imgPath, imagefmt.SessionOptions{Delta: delta, ToolVersion: version, Reader: ropt})
 	if errors.Is(err, imagefmt.ErrVersion1) {
-		return nil, fmt.Errorf("%w: it cannot take changes; write a version 2 copy first (dimg restore %s disk.raw, then dimg capture disk.raw NEW.dimg) and mount that", err, imgPath)
+		return nil, fmt.Errorf("%w: it cannot take changes; write a version 2 copy first (dimg convert --compress lz4 %s NEW.dimg) and mount that", err, imgPath)
 	}
 	return s, err
 }

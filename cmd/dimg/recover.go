@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dimg-project/dimg/cloneio/source"
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
@@ -44,6 +45,8 @@ IMAGE is never left damaged: a crash during a commit leaves it at the commit bef
 	f.BoolVar(&fl.drop, "drop", false, "drop the changes")
 	f.StringVarP(&fl.message, "message", "m", "", "with --commit: the commit's message (default \"recovered changes\")")
 	f.StringVar(&fl.delta, "delta", "", "the changes are those of a --delta `NEW.dimg` session")
+	f.Int64("at", 0, "with --delta: the session made its delta over commit `N` of IMAGE (mount --rw --delta --at N)")
+	addBaseFlag(cmd)
 	return cmd
 }
 
@@ -53,6 +56,8 @@ func runRecover(cmd *cobra.Command, imgPath string, fl recoverFlags) error {
 		return usagef("recover: --commit or --drop, not both")
 	case fl.message != "" && !fl.commit:
 		return usagef("recover: --message needs --commit")
+	case cmd.Flags().Changed("at") && fl.delta == "":
+		return usagef("recover: --at needs --delta: only a delta session can be made over an older commit")
 	}
 	target := imgPath
 	if fl.delta != "" {
@@ -81,7 +86,11 @@ func runRecover(cmd *cobra.Command, imgPath string, fl recoverFlags) error {
 		say("nothing to recover: %s does not exist", scratch)
 		return nil
 	}
-	s, err := openSession(imgPath, fl.delta, stderrLogger())
+	ropt, err := imageOptions(cmd, source.Options{})
+	if err != nil {
+		return err
+	}
+	s, err := openSession(imgPath, fl.delta, imagefmt.ReaderOptions{Commit: ropt.Commit, BasePath: ropt.Base}, stderrLogger())
 	if err != nil {
 		return err
 	}

@@ -531,7 +531,7 @@ func TestMountRWRefusals(t *testing.T) {
 	}
 	f.Close()
 	_, errs, code := run(t, nil, "mount", "--rw", img, t.TempDir())
-	if code != exitFailure || !strings.Contains(errs, "version 1") || !strings.Contains(errs, "capture") {
+	if code != exitFailure || !strings.Contains(errs, "version 1") || !strings.Contains(errs, "convert") {
 		t.Errorf("mount --rw of a version 1 image: exit %d: %s", code, errs)
 	}
 	if _, err := os.Stat(imagefmt.LockPath(img)); err == nil {
