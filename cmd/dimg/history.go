@@ -120,7 +120,8 @@ OUT keeps IMAGE's UUID and digest, so a delta made over that state also opens ov
 OUT (with --base OUT). Chunks are copied as stored, each checked against its
 checksum first; --compress recompresses them. OUT is written under a temporary
 name, synced and renamed: an interrupted flatten leaves no OUT (and IMAGE is only
-read). An existing OUT is replaced only with --force.`,
+read; a kill -9 may leave a hidden .OUT.part-* file, safe to delete). An existing
+OUT is replaced only with --force.`,
 		Example: `  dimg flatten patch.dimg standalone.dimg
   dimg flatten --at 2 golden.dimg golden-v2.dimg
   dimg flatten --compress zstd patch.dimg for-the-network.dimg`,
@@ -172,7 +173,7 @@ only the chunks that differ from it. --compress also recompresses every chunk.
 
 IMAGE is written anew under a temporary name, synced, checked and renamed over
 IMAGE: a crash or kill at any point leaves IMAGE as it was or compacted, never
-damaged. Compact takes IMAGE's writer lock, so it is refused while a read-write
+damaged (a kill -9 may leave a hidden .IMAGE.part-* file, safe to delete). Compact takes IMAGE's writer lock, so it is refused while a read-write
 mount or another writer holds it, and while a read-write mount's changes wait in
 IMAGE.scratch (dimg recover). Readers that have IMAGE open keep reading the old
 file. Deltas made over an older commit of IMAGE no longer open over it afterwards;

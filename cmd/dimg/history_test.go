@@ -605,12 +605,15 @@ func TestSendCommitAndDelta(t *testing.T) {
 	ref := filepath.Join(dir, "dref.img")
 	copyFile(t, refs[4], ref)
 	deltaRandom(t, rand.New(rand.NewSource(3)), img, d, "h.dimg", ref, 12)
+	zs := filepath.Join(dir, "z.dimg")
+	mustRun(t, "convert", "-q", "--compress", "zstd", img, zs)
 	for i, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"--at", "2", img}, refs[2]},
 		{[]string{d}, ref},
+		{[]string{zs}, refs[4]},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), sendRecvTimeout)
 		port := fmt.Sprint(43000 + 10*i + int(fileSum(t, img)[0]))
