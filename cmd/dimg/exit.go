@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/cloneio/multicast"
@@ -63,12 +64,32 @@ type childError struct {
 
 func (e childError) Error() string { return e.msg }
 
+// signalGrace is how long an image that ended early waits for a signal
+// that may be on its way (see exitCode).
+const signalGrace = 250 * time.Millisecond
+
 // exitCode prints err and maps it to the process exit status.
 func exitCode(err error, ctx context.Context) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "dimg: %v\n", err)
+	// Ctrl-C signals every process of a pipeline at once: the one feeding
+	// standard input (cat, ssh) may die, and its end of file reach us,
+	// before our own signal is handled. Give that signal a moment, so an
+	// interrupt is reported as one (130) and not as a truncated image (3).
+	if ctx.Err() == nil && endedEarly(err) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(signalGrace):
+		}
+	}
+	if ctx.Err() != nil && !errors.As(err, new(usageError)) {
+		// What failed after the signal failed because of it ("context
+		// canceled", an input cut short): say what happened.
+		fmt.Fprintln(os.Stderr, "dimg: interrupted")
+	} else {
+		fmt.Fprintf(os.Stderr, "dimg: %v\n", err)
+	}
 	code := exitStatus(err, ctx.Err() != nil)
 	if code == exitUsage {
 		fmt.Fprintln(os.Stderr, "Run 'dimg --help' for usage.")
@@ -99,6 +120,13 @@ func exitStatus(err error, interrupted bool) int {
 		}
 	}
 	return exitFailure
+}
+
+// endedEarly reports whether err says an image ended before it should
+// (rule end).
+func endedEarly(err error) bool {
+	var re *imagefmt.RuleError
+	return errors.As(err, &re) && re.Rule == imagefmt.RuleEnd
 }
 
 // isCobraUsage recognises the command-line errors cobra makes itself
