@@ -32,6 +32,11 @@ type streamV2 struct {
 	// pending is the node record just read, for expectNode.
 	pending    []byte
 	pendingOff int64
+	// root is the last root-level node read and where (commits after the
+	// first: their commit record must name it, and it must hash to the
+	// commit's digest, as the random-access reader checks at open).
+	root    *node
+	rootOff int64
 }
 
 type chunkSum1 struct {
@@ -290,8 +295,12 @@ func (s *StreamReader) nodeV2() error {
 	// The node's own rules first (as a random-access reader checks them),
 	// then, in commit 1, that it is the node its records make.
 	rules := nodeRules{g: v.g, zstd: true, isRoot: k == v.g.height-1}
-	if _, err := parseNode(nb, s.v2.off, k, idx, rules); err != nil {
+	nd, err := parseNode(nb, s.v2.off, k, idx, rules)
+	if err != nil {
 		return err
+	}
+	if rules.isRoot {
+		v.root, v.rootOff = nd, s.v2.off
 	}
 	if v.commit == nil {
 		v.pending, v.pendingOff = nb, s.v2.off
@@ -361,6 +370,9 @@ func (s *StreamReader) commitV2() (done bool, err error) {
 		if c.number != p.number+1 || c.parentOff != v.recOff || c.parentDig != p.digest || c.start != v.recOff+int64(p.size()) {
 			return false, broken(RuleCommitChain, s.v2.off, "commit %d does not follow commit %d", c.number, p.number)
 		}
+		if err := v.checkRoot(c, s.v2.off); err != nil {
+			return false, err
+		}
 	}
 	v.commit, v.recOff = c, s.v2.off
 	s.v2.off += int64(n)
@@ -404,6 +416,26 @@ func (s *StreamReader) commitV2() (done bool, err error) {
 		s.hdr.Metadata = v.meta
 	}
 	return true, nil
+}
+
+// checkRoot checks that commit c (its record at recOff) names the root
+// node its commit wrote last and that the root hashes to c's digest. A
+// stream is never a delta: absent children hash as zeros.
+func (v *streamV2) checkRoot(c *commitRecord, recOff int64) error {
+	if v.root == nil || v.rootOff != c.rootOff || v.rootOff < c.start {
+		return broken(RuleCommit, recOff+48, "commit %d names its root at %d, which is not the root node it wrote", c.number, c.rootOff)
+	}
+	var h [32]byte
+	if v.root.level == 0 {
+		h, _ = leafHash(v.g, v.root, func(s int) ([32]byte, error) { return v.g.zeroSum(int64(s)), nil })
+	} else {
+		h, _ = internalHash(v.g, v.root, func(s int) ([32]byte, error) { return v.g.childZero(v.root.level, 0, s), nil })
+	}
+	if h != c.digest {
+		return broken(RuleTreeHash, recOff+64, "commit %d records digest %x, its index root (at %d) hashes to %x",
+			c.number, c.digest[:8], c.rootOff, h[:8])
+	}
+	return nil
 }
 
 // finalDigest hashes the disk the commits of the stream leave: commit 1's
