@@ -51,6 +51,15 @@ type Options struct {
 	// statfs reports its free space, at most the disk's size, as free.
 	// Empty: statfs reports no free space.
 	SpacePath string
+	// SelfAccess: this process itself opens files under the mount (the
+	// package's tests do). Mounting then first has the kernel learn that
+	// the file system does not poll (go-fuse's poll hack, which opens a
+	// file of the mount): without it, this process's first epoll of such
+	// a file could deadlock it. A process that never opens its own files,
+	// like dimg, leaves it false: a kill -9 while the hack's open is
+	// being served leaves the killed process stuck in the kernel, waiting
+	// for an answer only it could give, and the mount dead.
+	SelfAccess bool
 }
 
 // WritableDisk is a disk that takes writes, such as an imagefmt.Overlay:

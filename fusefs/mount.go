@@ -16,7 +16,6 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 
 	"github.com/dimg-project/dimg/fsdrivers/disk"
 )
@@ -149,13 +148,14 @@ func MountTree(ctx context.Context, dir string, root fs.InodeEmbedder, opt Optio
 		NullPermissions: true, // show a mode of 0 as 0, not as 0644
 		Logger:          goLogger(opt.Logger),
 	}
-	server, err := fs.Mount(dir, root, fopt)
+	rdir, rerr := realPath(dir) // before mounting: afterwards, resolving dir asks this process
+	server, err := serve(dir, root, fopt, opt.SelfAccess)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s: %w", dir, err)
 	}
 	m := &Mounted{dir: dir, server: server, log: opt.Logger, done: make(chan struct{})}
-	if asRoot {
-		tuneReadAhead(dir)
+	if asRoot && rerr == nil {
+		tuneReadAhead(rdir)
 	}
 	go func() {
 		server.Wait()
@@ -232,15 +232,56 @@ func (m *Mounted) unmountOnCancel(ctx context.Context) {
 	}
 }
 
-// tuneReadAhead raises the readahead of the mount's backing device so the
-// kernel sends ioSize reads. Failure only costs speed.
+// serve mounts root on dir and serves it, as go-fuse's fs.Mount does but
+// with its poll hack only when the process will open its own files (see
+// Options.SelfAccess): fs.Mount's WaitMount does nothing else, because
+// the mount exists once NewServer returns (directly or through
+// fusermount), and requests wait in the kernel until Serve has answered
+// INIT.
+func serve(dir string, root fs.InodeEmbedder, fopt *fs.Options, pollHack bool) (*fuse.Server, error) {
+	server, err := fuse.NewServer(fs.NewNodeFS(root, fopt), dir, &fopt.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if pollHack {
+		if err := server.WaitMount(); err != nil {
+			server.Unmount()
+			return nil, err
+		}
+	}
+	return server, nil
+}
+
+// tuneReadAhead raises the readahead of the mount on dir (a real path)
+// so the kernel sends ioSize reads. Failure only costs speed. The mount's
+// device number comes from /proc/self/mountinfo: a stat of dir would be a
+// request to this process, one a kill -9 could leave it waiting on.
 func tuneReadAhead(dir string) {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
+	dev := mountDevice(dir)
+	if dev == "" {
 		return
 	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	_ = os.WriteFile(p, []byte(fmt.Sprint(readAheadKB)), 0)
+	_ = os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(fmt.Sprint(readAheadKB)), 0)
+}
+
+// mountDevice is the "major:minor" of the newest mount on dir, from
+// /proc/self/mountinfo; "" if there is none.
+func mountDevice(dir string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	// Fields: ID, parent ID, major:minor, root, mount point (with space,
+	// tab, newline and backslash written as octal escapes), ...
+	esc := strings.NewReplacer(`\`, `\134`, " ", `\040`, "\t", `\011`, "\n", `\012`).Replace(dir)
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == esc {
+			dev = f[2] // the last one is on top
+		}
+	}
+	return dev
 }
 
 // goLogger adapts our optional slog.Logger to the log.Logger go-fuse

@@ -48,6 +48,7 @@ func mountTest(t *testing.T, root gofs.InodeEmbedder, opt Options) (string, *Mou
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	opt.SelfAccess = true // the tests read their mounts
 	m, err := MountTree(context.Background(), dir, root, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -483,6 +484,39 @@ func TestCheckMountpoint(t *testing.T) {
 	}
 }
 
+// TestMountDevice: the mount's device number, read from mountinfo (its
+// path escaped there), is the one stat reports; as root the readahead of
+// that device was raised.
+func TestMountDevice(t *testing.T) {
+	requireFUSE(t)
+	dir := filepath.Join(t.TempDir(), "a mount\tpoint")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := MountTree(context.Background(), dir, fakeRoot(sampleTree(), testDisk(), Options{}), Options{SelfAccess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unmount()
+	real, err := filepath.EvalSymlinks(filepath.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if got := mountDevice(filepath.Join(real, filepath.Base(dir))); got != want {
+		t.Fatalf("mountDevice: %q, stat says %s", got, want)
+	}
+	if os.Geteuid() == 0 {
+		if b, err := os.ReadFile("/sys/class/bdi/" + want + "/read_ahead_kb"); err != nil || strings.TrimSpace(string(b)) != fmt.Sprint(readAheadKB) {
+			t.Errorf("read_ahead_kb: %q (%v)", b, err)
+		}
+	}
+}
+
 // TestUnmountBusyAndCancel: Unmount refuses while a file is open; a
 // cancelled context unmounts as soon as it is closed.
 func TestUnmountBusyAndCancel(t *testing.T) {
@@ -493,7 +527,7 @@ func TestUnmountBusyAndCancel(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m, err := MountTree(ctx, dir, fakeRoot(sampleTree(), testDisk(), Options{}), Options{})
+	m, err := MountTree(ctx, dir, fakeRoot(sampleTree(), testDisk(), Options{}), Options{SelfAccess: true})
 	if err != nil {
 		t.Fatal(err)
 	}
