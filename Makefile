@@ -5,7 +5,7 @@ BIN      := bin/dimg
 DEMO     := build/demo
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build test demo bench fuzz deps vet clean
+.PHONY: all build test demo bench crash fuzz deps vet clean
 
 all: build
 
@@ -41,6 +41,14 @@ bench: build
 	./scripts/bench-rwmount.sh
 	./scripts/bench-drivers.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
+
+# kill -9 trials (root, FUSE): dimg killed at random moments while
+# mount --rw commits at unmount, while it takes writes, at its start and
+# while compact rewrites; `make test` runs a few of each. CRASH_TRIALS=50
+# gives 50 commit trials, 20 writing, 10 compact and 50 at the start.
+CRASH_TRIALS ?= 50
+crash:
+	DIMG_CRASH_TRIALS=$(CRASH_TRIALS) $(GO) test -count=1 -timeout 15m -v -run 'TestCrashMountRW|TestMountKillAtStart' ./cmd/dimg
 
 # Runs each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s
