@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +82,7 @@ type crashFixture struct {
 	imgSum    [32]byte // its bytes
 	before    string   // the pristine image restored
 	out       string   // where restores go (restoreDir)
+	dir       string   // lives as long as the test that made the fixture
 	beforeSum [32]byte
 	swap      testimages.Part // partition 3
 }
@@ -97,7 +99,7 @@ func newCrashFixture(t *testing.T) *crashFixture {
 	if err := testimages.CopyDisk(src, raw); err != nil {
 		t.Fatal(err)
 	}
-	fx := &crashFixture{img: filepath.Join(dir, "gpt.dimg")}
+	fx := &crashFixture{img: filepath.Join(dir, "gpt.dimg"), dir: dir}
 	mustRun(t, "capture", "-q", raw, fx.img)
 	os.Remove(raw)
 	fx.imgSum = fileSum(t, fx.img)
@@ -129,27 +131,8 @@ func (fx *crashFixture) trialDir(t *testing.T) (dir, img string) {
 		t.Fatal(err)
 	}
 	img = filepath.Join(dir, "t.dimg")
-	if err := copyFile(fx.img, img); err != nil {
-		t.Fatal(err)
-	}
+	copyFile(t, fx.img, img)
 	return dir, img
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // writeThrough makes writes[i] through the mount in DIR, fsyncing after
@@ -544,7 +527,9 @@ func testCrashCommit(t *testing.T, fx *crashFixture, rng *rand.Rand) string {
 	if killed == 0 {
 		t.Error("no kill came while dimg was running")
 	}
-	return ref
+	after := filepath.Join(fx.dir, "after.dimg") // outlives this subtest
+	copyFile(t, ref, after)
+	return after
 }
 
 // testCrashWriting: dimg killed while the test writes and fsyncs through
@@ -639,11 +624,13 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 	if _, errs, code := run(t, nil, "compact", "--help"); code != 0 {
 		t.Skipf("dimg compact is not there yet: %s", strings.TrimSpace(errs))
 	}
+	if n := commitCount(t, src); n != 2 {
+		t.Fatalf("%s has %d commits, want 2", src, n)
+	}
+	srcSum := fileSum(t, src)
 	dir := t.TempDir()
 	ref := filepath.Join(dir, "ref.dimg")
-	if err := copyFile(src, ref); err != nil {
-		t.Fatal(err)
-	}
+	copyFile(t, src, ref)
 	got, wantSum := restoreSum(t, ref, fx.out)
 	os.Remove(got)
 	t0 := time.Now()
@@ -651,29 +638,28 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 	compactTime := time.Since(t0)
 	got, sum := restoreSum(t, ref, fx.out)
 	os.Remove(got)
-	if sum != wantSum {
-		t.Fatal("compact changed the disk")
+	if sum != wantSum || commitCount(t, ref) != 1 {
+		t.Fatal("compact changed the disk or left more than one commit")
 	}
 	t.Logf("reference: compact in %v", compactTime)
 
 	trials := crashTrials(t, 2, 1, 5)
-	var killed, compacted int
+	var killed, compacted, leftovers int
+	window := compactTime * 3 / 2 // adapted as in testCrashCommit
 	for trial := range trials {
 		tdir, err := os.MkdirTemp(dir, "trial")
 		if err != nil {
 			t.Fatal(err)
 		}
 		img := filepath.Join(tdir, "t.dimg")
-		if err := copyFile(src, img); err != nil {
-			t.Fatal(err)
-		}
+		copyFile(t, src, img)
 		cmd := exec.Command(dimgBin, "compact", "-q", img)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(rng.Int63n(int64(compactTime*5/4) + 1))
+		delay := time.Duration(rng.Int63n(int64(window) + 1))
 		time.Sleep(delay)
 		cmd.Process.Signal(syscall.SIGKILL)
 		werr := make(chan error, 1)
@@ -682,6 +668,9 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 		case err := <-werr:
 			if err != nil {
 				killed++
+				window = window * 11 / 10
+			} else {
+				window = window * 4 / 5
 			}
 		case <-time.After(time.Minute):
 			t.Fatalf("trial %d: dimg compact did not end after SIGKILL", trial)
@@ -694,12 +683,32 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 		if sum != wantSum {
 			t.Fatalf("trial %d (kill after %v): the image restores to another disk", trial, delay)
 		}
-		if before, after := fileSum(t, src), fileSum(t, img); before != after {
+		// As it was, byte for byte, or compacted.
+		if fileSum(t, img) != srcSum {
+			if n := commitCount(t, img); n != 1 {
+				t.Fatalf("trial %d (kill after %v): the image changed but has %d commits", trial, delay, n)
+			}
 			compacted++
+		}
+		ents, _ := os.ReadDir(tdir)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".part-") {
+				leftovers++
+			}
 		}
 		mustRun(t, "compact", "-q", img)
 		mustRun(t, "verify", "-q", img)
 		os.RemoveAll(tdir)
 	}
-	t.Logf("%d trials: %d killed while running, %d images compacted when killed", trials, killed, compacted)
+	t.Logf("%d trials: %d killed while running, %d images compacted when killed, %d temporary files left", trials, killed, compacted, leftovers)
+}
+
+// commitCount is the number of commits dimg log lists.
+func commitCount(t *testing.T, img string) int {
+	t.Helper()
+	var l struct{ Commits []json.RawMessage }
+	if err := json.Unmarshal([]byte(mustRun(t, "log", "--json", img)), &l); err != nil {
+		t.Fatalf("dimg log --json %s: %v", img, err)
+	}
+	return len(l.Commits)
 }
