@@ -32,13 +32,16 @@ demo: build
 
 # Side-by-side benchmarks (root): capture/restore/clone vs lz4 and
 # partclone, reading out of images vs loop mounts and ewfmount, the
-# filesystem drivers' reads vs raw reads, multicast vs udpcast. Each prints
-# a markdown table.
+# filesystem drivers' reads vs raw reads, writes through mount --rw vs a
+# raw file, committing 1 MiB to a 4 GiB and a 2 TiB disk's image vs a
+# qcow2 overlay and qemu-img commit, multicast vs udpcast. Each prints a
+# markdown table.
 bench: build
 	./scripts/deps.sh bench
 	./scripts/bench.sh
 	./scripts/bench-mount.sh
 	./scripts/bench-rwmount.sh
+	./scripts/bench-commit.sh
 	./scripts/bench-drivers.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
 

@@ -56,6 +56,31 @@ func sparseImage(t testing.TB, path string, n, every int64) {
 	}
 }
 
+// scaleDisks are the two disks of TestCommitScale and of
+// scripts/bench-commit.sh: n chunks of 256 KiB, every each-th stored.
+var scaleDisks = []struct {
+	name         string
+	chunks, each int64
+}{
+	{"4GiB", 16384, 2},    // 8,192 stored chunks
+	{"2TiB", 8 << 20, 28}, // 299,594 stored chunks
+}
+
+// TestWriteScaleImages writes the images of scaleDisks, as sparseImage
+// makes them, into $DIMG_SCALE_IMAGES (NAME.dimg): what
+// scripts/bench-commit.sh commits to through dimg mount --rw.
+func TestWriteScaleImages(t *testing.T) {
+	dir := os.Getenv("DIMG_SCALE_IMAGES")
+	if dir == "" {
+		t.Skip("set DIMG_SCALE_IMAGES=DIR to write the commit benchmark's images into DIR")
+	}
+	for _, d := range scaleDisks {
+		t0 := time.Now()
+		sparseImage(t, filepath.Join(dir, d.name+".dimg"), d.chunks, d.each)
+		t.Logf("%s: %d chunks, %d stored, written in %v", d.name, d.chunks, (d.chunks+d.each-1)/d.each, time.Since(t0).Round(time.Millisecond))
+	}
+}
+
 // openCounter counts what an open reads.
 type openCounter struct {
 	r            io.ReaderAt
@@ -89,13 +114,7 @@ func TestCommitScale(t *testing.T) {
 		storedPrev int64
 	}
 	var results []result
-	for _, tc := range []struct {
-		name         string
-		chunks, each int64
-	}{
-		{"4GiB", 16384, 2},    // 8,192 stored chunks
-		{"2TiB", 8 << 20, 28}, // 299,594 stored chunks
-	} {
+	for _, tc := range scaleDisks {
 		res := result{name: tc.name}
 		path := filepath.Join(dir, tc.name+".dimg")
 		t0 := time.Now()

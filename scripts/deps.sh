@@ -9,7 +9,7 @@ want=(
 )
 if [ "${1:-test}" = bench ]; then
   want+=("partclone.ext4:partclone" "lz4:lz4" "zstd:zstd" "udp-sender:udpcast"
-         "ewfacquire:ewf-tools" "ewfmount:ewf-tools" "qemu-img:qemu-utils" "/usr/bin/time:time"
+         "ewfacquire:ewf-tools" "ewfmount:ewf-tools" "qemu-img:qemu-utils" "qemu-io:qemu-utils" "/usr/bin/time:time"
          "fio:fio")
 fi
 missing=()
