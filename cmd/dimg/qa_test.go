@@ -342,3 +342,20 @@ func TestInterruptPipeline(t *testing.T) {
 		noTemp(t, dir)
 	}
 }
+
+// TestRecoverMissingImage: recover of an IMAGE that does not exist fails
+// (exit 1, naming it). Before, it said "nothing to recover" and exited 0,
+// so a mistyped name looked like a clean image.
+func TestRecoverMissingImage(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.dimg")
+	for _, args := range [][]string{
+		{"recover", missing},
+		{"recover", "--drop", missing},
+		{"recover", "--commit", missing},
+	} {
+		_, errs, code := runTimeout(t, time.Minute, nil, args...)
+		if code != exitFailure || !strings.Contains(errs, "no such file") {
+			t.Errorf("%s: exit %d, want %d and 'no such file': %s", strings.Join(args, " "), code, exitFailure, errs)
+		}
+	}
+}

@@ -64,6 +64,13 @@ func runRecover(cmd *cobra.Command, imgPath string, fl recoverFlags) error {
 		target = fl.delta
 	}
 	scratch := imagefmt.ScratchPath(target)
+	// A mistyped IMAGE is an error, not "nothing to recover" with exit 0
+	// (unless its changes outlived it: they can still be dropped).
+	if _, err := os.Stat(imgPath); err != nil {
+		if _, serr := os.Lstat(scratch); serr != nil {
+			return err
+		}
+	}
 	quiet, _ := cmd.Flags().GetBool("quiet")
 	say := func(format string, a ...any) {
 		if !quiet {
