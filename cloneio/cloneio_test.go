@@ -244,3 +244,64 @@ func TestRestoreCommitsAndDelta(t *testing.T) {
 	de.Close()
 	ed.Close()
 }
+
+// damagedLeafImage captures a 20 MiB disk at 64 KiB chunks (two leaves
+// under the root) into a file and breaks the second leaf's CRC.
+func damagedLeafImage(t *testing.T) string {
+	t.Helper()
+	src, _ := randomDisk(t, 20<<20)
+	dev, err := OpenSource(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	var img bytes.Buffer
+	if _, err := Capture(context.Background(), dev, SectorPlan(dev.Size, 512), &img, CaptureOptions{ChunkSize: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	b := img.Bytes()
+	// Index node records: "DNOD", level at 4, number at 16 (FORMAT.md).
+	at := -1
+	for i := 0; i+24 <= len(b); i++ {
+		if string(b[i:i+4]) == "DNOD" && b[i+4] == 0 && b[i+16] == 1 {
+			at = i
+		}
+	}
+	if at < 0 {
+		t.Fatal("no second leaf in the image")
+	}
+	b[at+30] ^= 0xff
+	p := filepath.Join(t.TempDir(), "leaf.dimg")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRestoreDamagedIndex: a damaged index node is reported as what it
+// is, before anything is written. Before, Entries stopped at it silently:
+// restore wrote the chunks before it (16 MiB on a device in the field)
+// and then failed on the digest, without naming the node.
+func TestRestoreDamagedIndex(t *testing.T) {
+	r, err := imagefmt.Open(damagedLeafImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	tg, err := OpenTarget(filepath.Join(t.TempDir(), "out.img"), r.Size(), 0, TargetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Abort()
+	_, err = RestoreImage(context.Background(), r, tg, RestoreOptions{})
+	if !errors.Is(err, imagefmt.ErrCorrupt) || !strings.Contains(err.Error(), "index node (level 0, number 1)") {
+		t.Fatalf("restore: %v, want the damaged node named", err)
+	}
+	got := make([]byte, r.Size())
+	if _, err := tg.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !imagefmt.IsZero(got) {
+		t.Fatal("restore wrote to the target before it found the damaged index")
+	}
+}

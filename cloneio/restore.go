@@ -183,8 +183,14 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 	if err := img.CheckRecords(); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	r := newRestorer(hdr, t, opt)
+	// Of a version 2 image, ZeroRuns reads the whole index tree: a damaged
+	// node is found here, before anything is written (Entries and
+	// ZeroRuns stop at one and leave the error in Err).
 	runs := img.ZeroRuns()
+	if err := img.Err(); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	r := newRestorer(hdr, t, opt)
 	err := r.run(ctx, opt, func(ctx context.Context) error {
 		ri := 0
 		for e := range img.Entries() {
@@ -208,7 +214,7 @@ func RestoreImage(ctx context.Context, img *imagefmt.Reader, t *Target, opt Rest
 				return err
 			}
 		}
-		return nil
+		return img.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)

@@ -70,6 +70,8 @@ func (r *receiver) fetchObjects(ctx context.Context) {
 				entries = slices.Collect(img.Entries())
 				tables = zeroRunTables(img.ZeroRuns(), r.ann.chunkSize)
 				switch {
+				case img.Err() != nil: // a damaged index: the lists above stop early
+					openErr = fmt.Errorf("multicast: repair URL image: %w", img.Err())
 				case img.Digest() != r.ann.digest:
 					openErr = fmt.Errorf("multicast: repair URL serves another image (digest %x)", img.Digest())
 				case len(entries) != int(r.g.frames) || len(tables) != int(r.g.objects-r.g.frames) ||

@@ -39,6 +39,12 @@ func newObjectSource(img *imagefmt.Reader) (*objectSource, error) {
 		s.objs = append(s.objs, object{length: uint32(len(tb)), table: tb})
 		s.bytes += int64(len(tb))
 	}
+	// A damaged index node stops Entries and ZeroRuns early: refuse the
+	// image before the session starts, not after every receiver wrote a
+	// disk that cannot match the digest.
+	if err := img.Err(); err != nil {
+		return nil, fmt.Errorf("multicast: %w", err)
+	}
 	if len(s.objs) > maxObjects {
 		return nil, fmt.Errorf("multicast: image has %d stored chunks; receivers take at most %d (capture with a larger chunk size)", len(s.objs), maxObjects)
 	}
