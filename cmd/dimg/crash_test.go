@@ -700,7 +700,7 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 		mustRun(t, "verify", "-q", img)
 		os.RemoveAll(tdir)
 	}
-	t.Logf("%d trials: %d killed while running, %d images compacted when killed, %d temporary files left", trials, killed, compacted, leftovers)
+	t.Logf("%d trials: %d killed while running; %d images found compacted, %d temporary files left", trials, killed, compacted, leftovers)
 }
 
 // commitCount is the number of commits dimg log lists.
