@@ -164,7 +164,11 @@ func lsPartitions(w *bufio.Writer, src *source.Source, jsonOut bool) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(parts)
 	}
-	fmt.Fprintf(w, "%s: %s, %s partition table\n", src.Name(), humanBytes(src.Size()), d.Table.Kind)
+	table := d.Table.Kind + " partition table"
+	if d.Table.Kind == parttable.KindNone {
+		table = "no partition table" // not "none partition table"
+	}
+	fmt.Fprintf(w, "%s: %s, %s\n", src.Name(), humanBytes(src.Size()), table)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tSTART\tSIZE\tTYPE\tFS\tLABEL\tUUID")
 	for _, p := range parts {

@@ -245,6 +245,16 @@ func TestExitCodesQA(t *testing.T) {
 	}
 }
 
+// TestLsNoTable: ls of a disk without a partition table says so in words
+// (it said "none partition table").
+func TestLsNoTable(t *testing.T) {
+	src := disk(t, "bare")
+	out, errs, code := runTimeout(t, time.Minute, nil, "ls", src)
+	if code != 0 || !strings.Contains(out, ", no partition table\n") {
+		t.Errorf("ls of a bare disk: exit %d: %s%s", code, out, errs)
+	}
+}
+
 // TestLayoutFlagsQA: --grow and --new-disk-guid on a disk without a
 // partition table are refused before anything is written (before, after
 // the whole restore); the --json layout uses snake_case keys like the rest.
