@@ -37,9 +37,10 @@ type RestoreResult struct {
 
 // restoreItem is one step for the writers: a frame to decode and write.
 type restoreItem struct {
-	raw []byte
-	off int64 // the frame's file offset, for errors
-	buf *[]byte
+	raw  []byte
+	off  int64  // the frame's file offset, for errors
+	file string // the base file it is in, under a delta (Frame.File)
+	buf  *[]byte
 }
 
 // restorer feeds the frames and zero runs of an image, in chunk order, to
@@ -96,12 +97,12 @@ func (r *restorer) frame(ctx context.Context, f imagefmt.Frame, buf *[]byte) err
 		if r.replayBuf == nil {
 			r.replayBuf = make([]byte, r.hdr.ChunkSize)
 		}
-		err := r.write(restoreItem{raw: f.Raw, buf: buf}, r.replayBuf)
+		err := r.write(restoreItem{raw: f.Raw, off: f.Offset, buf: buf}, r.replayBuf)
 		r.pool.Put(buf)
 		return err
 	}
 	select {
-	case r.work <- restoreItem{raw: f.Raw, off: f.Offset, buf: buf}:
+	case r.work <- restoreItem{raw: f.Raw, off: f.Offset, file: f.File, buf: buf}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -162,7 +163,7 @@ func (r *restorer) run(ctx context.Context, opt RestoreOptions, feed func(ctx co
 // write checks and decodes one frame and writes its chunk.
 func (r *restorer) write(it restoreItem, out []byte) error {
 	f, err := imagefmt.ParseFrame(it.raw, r.hdr.ChunkSize)
-	f.Offset = it.off
+	f.Offset, f.File = it.off, it.file
 	var data []byte
 	if err == nil {
 		data, err = f.Decode(out)

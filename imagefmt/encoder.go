@@ -174,6 +174,14 @@ func (e *Encoder) Encode(dst []byte, chunk int64, data []byte) (Frame, error) {
 // that does not decompress to bytes matching the frame's SHA-256 returns a
 // *RuleError wrapping ErrChecksum, at the payload's file offset.
 func (f *Frame) Decode(dst []byte) ([]byte, error) {
+	b, err := f.decode(dst)
+	if err != nil && f.File != "" {
+		err = &fileError{path: f.File, err: err}
+	}
+	return b, err
+}
+
+func (f *Frame) decode(dst []byte) ([]byte, error) {
 	if cap(dst) < f.LogicalLen {
 		dst = make([]byte, f.LogicalLen)
 	}

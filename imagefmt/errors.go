@@ -119,3 +119,24 @@ func (e *ChunkError) Error() string {
 	return fmt.Sprintf("chunk %d (disk bytes %d-%d): %v", e.Chunk, e.Off, e.Off+e.Len-1, e.Err)
 }
 func (e *ChunkError) Unwrap() error { return e.Err }
+
+// fileError names the file of a delta chain where a failure was found,
+// when it is a base and not the image opened: the offsets in err are in
+// that file.
+type fileError struct {
+	path string
+	err  error
+}
+
+func (e *fileError) Error() string { return fmt.Sprintf("in %s: %v", e.path, e.err) }
+func (e *fileError) Unwrap() error { return e.err }
+
+// inFile wraps err in a fileError for path, unless path is unknown or a
+// base further down already named its own file.
+func inFile(path string, err error) error {
+	var fe *fileError
+	if err == nil || path == "" || errors.As(err, &fe) {
+		return err
+	}
+	return &fileError{path: path, err: err}
+}

@@ -135,6 +135,10 @@ type Frame struct {
 	// Offset is the frame's file offset when it was read from an image
 	// (Reader.ReadFrame, StreamReader.Next); errors from Decode name it.
 	Offset int64
+	// File is the file the frame was read from when it is not the opened
+	// image's own but a base's under a delta; Decode's errors name it, so
+	// that Offset is not looked for in the wrong file.
+	File string
 	// Zeros, when non-zero, makes this a zero-run record rather than a
 	// frame (StreamReader only): chunks [Chunk, Chunk+Zeros) are in use and
 	// all zero, so a restore to a device must zero them. No payload.

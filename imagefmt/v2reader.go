@@ -342,7 +342,12 @@ func (r *Reader) readFrameV2(c int64, buf []byte) (Frame, bool, error) {
 		return Frame{}, true, r.chunkErr(c, err)
 	}
 	if st == 0 && r.t.base != nil {
-		return r.t.base.ReadFrame(c, buf)
+		b := r.t.base
+		f, ok, err := b.ReadFrame(c, buf)
+		if f.File == "" {
+			f.File = b.Path()
+		}
+		return f, ok, inFile(b.Path(), err)
 	}
 	if st != diskStored {
 		return Frame{}, false, nil
