@@ -26,11 +26,13 @@ type AtomicFile struct {
 // existing path is an error.
 func CreateAtomic(path string, force bool) (*AtomicFile, error) {
 	if st, err := os.Lstat(path); err == nil {
-		if !force {
-			return nil, fmt.Errorf("%w: %s (use --force to overwrite)", ErrExists, path)
-		}
+		// A directory (or a link, a FIFO) is never replaced: say so rather
+		// than suggest a --force that would be refused too.
 		if !st.Mode().IsRegular() {
 			return nil, fmt.Errorf("cloneio: %s exists and is not a regular file", path)
+		}
+		if !force {
+			return nil, fmt.Errorf("%w: %s (use --force to overwrite)", ErrExists, path)
 		}
 	}
 	dir, base := filepath.Split(path)

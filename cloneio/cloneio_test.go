@@ -305,3 +305,20 @@ func TestRestoreDamagedIndex(t *testing.T) {
 		t.Fatal("restore wrote to the target before it found the damaged index")
 	}
 }
+
+// TestCreateAtomicNotRegular: a directory in the way is refused as such,
+// with or without force. Before, without force, the message said "use
+// --force to overwrite", and --force was then refused too.
+func TestCreateAtomicNotRegular(t *testing.T) {
+	dir := t.TempDir()
+	for _, force := range []bool{false, true} {
+		a, err := CreateAtomic(dir, force)
+		if err == nil {
+			a.Abort()
+			t.Fatalf("force %v: a directory was accepted", force)
+		}
+		if !strings.Contains(err.Error(), "not a regular file") || strings.Contains(err.Error(), "--force") {
+			t.Errorf("force %v: %v", force, err)
+		}
+	}
+}
