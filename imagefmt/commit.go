@@ -96,7 +96,7 @@ type Editor struct {
 // exclusive lock on it (a second Editor, in this process or another, is
 // refused; Readers are not).
 func OpenEditor(path string, opt EditorOptions) (*Editor, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, _, err := openRegular(path, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
@@ -104,14 +104,12 @@ func OpenEditor(path string, opt EditorOptions) (*Editor, error) {
 		f.Close()
 		return nil, err
 	}
+	// The size as of holding the lock: a writer that committed between
+	// open and lock has grown the file.
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("imagefmt: %s is not a regular file", path)
 	}
 	e, err := newEditor(f, st.Size(), opt)
 	if err != nil {

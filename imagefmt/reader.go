@@ -72,32 +72,44 @@ func Open(path string) (*Reader, error) {
 
 // OpenOptions opens an image file with options.
 func OpenOptions(path string, opt ReaderOptions) (*Reader, error) {
-	// Stat before open: opening a FIFO would block until a writer appears.
-	if st, err := os.Stat(path); err != nil {
-		return nil, err
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("imagefmt: %s is not a regular file (to read an image from a pipe, use a stream reader: restore -)", path)
-	}
-	f, err := os.Open(path)
+	f, size, err := openRegular(path, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("imagefmt: %s is not a regular file", path)
-	}
-	r, err := NewReader(f, st.Size(), opt)
+	r, err := NewReader(f, size, opt)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	r.closer, r.name = f, path
 	return r, nil
+}
+
+// openRegular opens the image file at path with flag (os.O_RDONLY or
+// os.O_RDWR) and returns it with its size, refusing anything but a regular
+// file: the path is checked before opening, since opening a FIFO read-only
+// waits for a writer, and the opened file again, since the path may have
+// been replaced in between.
+func openRegular(path string, flag int) (*os.File, int64, error) {
+	if st, err := os.Stat(path); err != nil {
+		return nil, 0, err
+	} else if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("imagefmt: %s is not a regular file (to read an image from a pipe, use a stream reader: restore -)", path)
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("imagefmt: %s is not a regular file", path)
+	}
+	return f, st.Size(), nil
 }
 
 // NewReader opens an image held in ra (size bytes). It reads and checks
