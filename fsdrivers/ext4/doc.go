@@ -55,8 +55,20 @@
 //     volume is safe for concurrent use.
 //
 // Not supported: casefolded lookups ignore case folding (exact names only),
-// encrypted directories are refused (ErrUnsupported), the journal is never
-// replayed (the tree shows the on-disk state, like debugfs does).
+// encrypted directories are refused (ErrUnsupported).
+//
+// The journal: reading never replays it. A filesystem left needing recovery
+// (needs_recovery set after a crash) is read as it is on disk, like debugfs
+// does: the changes of the committed transactions still in the journal are
+// not visible, so recently written files may be missing or stale until the
+// filesystem is replayed (by the kernel's mount, e2fsck, or opening it for
+// writing). Opening for writing replays the journal first (replay.go: the
+// jbd2 scan, revoke and replay passes, as e2fsck does: v1 to v3 checksums,
+// 32/64-bit tags, escaped blocks, revokes, async commits, a log that wraps),
+// then marks it empty and clears needs_recovery. It refuses, wrapping
+// fsdrivers.ErrReadOnly and writing nothing, an external journal device,
+// unknown journal features and pending fast commits, and with
+// fsdrivers.ErrCorrupt a damaged log.
 //
 // Reading never trusts the image: every pointer is range-checked, loops are
 // bounded by what the filesystem could legitimately hold, checksums are
