@@ -74,12 +74,11 @@ const (
 // ext4 superblock fields the journal code uses (offsets into the 1024-byte
 // superblock).
 const (
-	sbJournalUUID = 0xD0
-	sbJournalInum = 0xE0
-	sbJournalDev  = 0xE4
-	sbLastOrphan  = 0xE8
-	sbState       = 0x3A
-	sbChecksum    = 0x3FC
+	sbJournalUUID   = 0xD0
+	sbJournalInum   = 0xE0
+	sbJournalDev    = 0xE4
+	sbOffLastOrphan = 0xE8
+	sbOffChecksum   = 0x3FC
 )
 
 // jsuper is the decoded journal superblock.

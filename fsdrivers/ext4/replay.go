@@ -578,11 +578,11 @@ func finishRecovery(dev fsdrivers.ReadWriterAt, size int64, j *journal, st *repl
 	}
 	le.PutUint32(raw[0x10:], uint32(freeInodes))
 	if v.metaCsum {
-		le.PutUint32(raw[sbChecksum:], crc32c(^uint32(0), raw[:sbChecksum]))
+		le.PutUint32(raw[sbOffChecksum:], crc32c(^uint32(0), raw[:sbOffChecksum]))
 	}
 	if _, err := dev.WriteAt(raw, superOffset); err != nil {
 		return fmt.Errorf("ext4: write superblock: %w", err)
 	}
-	st.lastOrphan = le.Uint32(raw[sbLastOrphan:])
+	st.lastOrphan = le.Uint32(raw[sbOffLastOrphan:])
 	return nil
 }

@@ -430,7 +430,7 @@ func TestReplayRefusesDamage(t *testing.T) {
 			sb := dev[superOffset : superOffset+superSize]
 			binary.LittleEndian.PutUint32(sb[sbJournalInum:], 0)
 			binary.LittleEndian.PutUint32(sb[sbJournalDev:], 0x0801)
-			binary.LittleEndian.PutUint32(sb[sbChecksum:], crc32c(^uint32(0), sb[:sbChecksum]))
+			binary.LittleEndian.PutUint32(sb[sbOffChecksum:], crc32c(^uint32(0), sb[:sbOffChecksum]))
 		}, "external device", fsdrivers.ErrReadOnly},
 		{"fast commits pending", func(j *journal, tr []jtrans, dev memDev) {
 			b := dev[at(j, 0):]
