@@ -51,6 +51,14 @@ type Options struct {
 	// statfs reports its free space, at most the disk's size, as free.
 	// Empty: statfs reports no free space.
 	SpacePath string
+	// Trees, in a read-write mount, are the writable filesystems of
+	// partitions, by partition number: each is served as a writable pN/
+	// (see wtree.go), and then its pN.img is read-only, and disk.img too
+	// (one writer per byte: writes through a raw file under a filesystem
+	// that dimg serves would corrupt it). Partitions not in Trees keep a
+	// writable pN.img and no tree. The caller syncs and closes them after
+	// the unmount, before it commits.
+	Trees map[int]fsdrivers.WritableFS
 	// SelfAccess: this process itself opens files under the mount (the
 	// package's tests do). Mounting then first has the kernel learn that
 	// the file system does not poll (go-fuse's poll hack, which opens a
@@ -150,7 +158,7 @@ func (r *root) OnAdd(ctx context.Context) {
 		r.AddChild(name, ch, false)
 	}
 	var dw io.WriterAt
-	if r.wdisk != nil {
+	if r.wdisk != nil && len(r.opt.Trees) == 0 {
 		dw = r.wdisk
 	}
 	add("disk.img", r.disk, dw, r.size, diskImgIno)
@@ -163,10 +171,21 @@ func (r *root) OnAdd(ctx context.Context) {
 		// Writable: read through the writable view too, so reads see
 		// the writes.
 		ra, w := io.ReaderAt(p.Reader), io.WriterAt(nil)
+		wfs := r.opt.Trees[p.Number]
+		if r.wdisk == nil {
+			wfs = nil
+		}
 		if s := r.partWriter(p); s != nil {
-			ra, w = s, s
+			ra = s
+			if wfs == nil {
+				w = s
+			}
 		}
 		add(fmt.Sprintf("p%d.img", p.Number), ra, w, p.Size, firstRawIno+uint64(i-1))
+		if wfs != nil {
+			r.addWritableTree(ctx, p, i, wfs)
+			continue
+		}
 		fsys, ok := p.Volume.(fsdrivers.Filesystem)
 		if !ok || r.wdisk != nil {
 			// A read-write mount shows no trees: the drivers cache
@@ -269,6 +288,11 @@ func (n *rawFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	}
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
+	}
+	if n.root.wdisk != nil {
+		// Read-only here, but written under a writable tree: no page
+		// cache to go stale. It shows what the tree last synced.
+		return nil, fuse.FOPEN_DIRECT_IO, 0
 	}
 	// The bytes never change: let the kernel keep its page cache across
 	// opens.

@@ -206,3 +206,52 @@ func recoverArgs(image, delta string) string {
 	}
 	return image
 }
+
+// Writer returns the writer of partition p's filesystem (the driver that
+// recognises it, as probing did, if it can write it), or nil.
+func Writer(p *fsdisk.Part, drivers []fsdrivers.Driver) fsdrivers.WritableDriver {
+	return writer(p, drivers)
+}
+
+// OpenTrees opens, for a read-write mount, the filesystem of every
+// partition of d that dimg can write, over the overlay's section of it.
+// A filesystem its writer refuses (an unsupported feature, a journal that
+// cannot be replayed) is left out, with a note saying why: its raw pN.img
+// stays writable instead.
+func OpenTrees(ovl *imagefmt.Overlay, d *fsdisk.Disk, drivers []fsdrivers.Driver) (map[int]fsdrivers.WritableFS, []string) {
+	trees := map[int]fsdrivers.WritableFS{}
+	var notes []string
+	for i := range d.Parts {
+		p := &d.Parts[i]
+		if p.Extended || p.Volume == nil {
+			continue
+		}
+		drv := writer(p, drivers)
+		if drv == nil {
+			continue
+		}
+		sec, err := ovl.Section(p.Start, p.Size)
+		if err != nil {
+			continue
+		}
+		w, err := drv.OpenWritable(sec, p.Size)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("p%d/ is not shown (its files cannot be written: %v); p%d.img is writable instead", p.Number, err, p.Number))
+			continue
+		}
+		trees[p.Number] = w
+	}
+	return trees, notes
+}
+
+// CloseTrees syncs and closes the trees OpenTrees opened (after the
+// unmount, before the commit).
+func CloseTrees(trees map[int]fsdrivers.WritableFS) error {
+	var errs []error
+	for n, w := range trees {
+		if err := w.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("p%d/: writing the filesystem out: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}

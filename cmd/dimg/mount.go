@@ -30,6 +30,7 @@ type mountFlags struct {
 	message string // the commit's message
 	discard bool   // drop the changes at unmount
 	delta   string // write the changes to this new delta image
+	raw     bool   // --raw: writable raw images instead of writable trees
 
 	at   int64  // --at: the commit to show (read-only) or to make a delta over
 	base string // --base: where a delta IMAGE's base is
@@ -66,8 +67,10 @@ composes with the images under it (--base PATH when its base moved).
   umount /mnt/backup
 
   dimg mount --rw -m "add drivers" --background golden.dimg /mnt/golden
-  mount -o loop /mnt/golden/p2.img /mnt/root && cp -a drivers /mnt/root/opt/
-  umount /mnt/root /mnt/golden        # commits the change to golden.dimg
+  cp -a drivers /mnt/golden/p2/opt/ && umount /mnt/golden   # one commit to golden.dimg
+
+  dimg mount --rw --raw --background golden.dimg /mnt/golden
+  ntfs-3g /mnt/golden/p3.img /mnt/win && cp -a tools /mnt/win/ && umount /mnt/win /mnt/golden
 
   dimg mount --at 2 --background golden.dimg /mnt/old   # commit 2, read-only`,
 		Args: exactArgs(2),
@@ -80,9 +83,10 @@ composes with the images under it (--base PATH when its base moved).
 	f.StringVar(&fl.logFile, "log", "", "append log lines (I/O errors) to this file instead of stderr")
 	f.IntVar(&fl.readyFD, "ready-fd", 0, "internal: descriptor to report readiness on")
 	f.MarkHidden("ready-fd")
-	f.BoolVar(&fl.rw, "rw", false, "mount read-write: disk.img and pN.img take writes, committed to IMAGE at unmount")
+	f.BoolVar(&fl.rw, "rw", false, "mount read-write: the files of ext2/3/4 and FAT partitions (pN/) and the other partitions' pN.img take writes, committed to IMAGE at unmount")
 	f.StringVarP(&fl.message, "message", "m", "", "with --rw: the commit's message")
 	f.BoolVar(&fl.discard, "discard", false, "with --rw: drop the changes at unmount instead of committing them")
+	f.BoolVar(&fl.raw, "raw", false, "with --rw: no writable file trees; every pN.img and disk.img takes writes (for the kernel's or ntfs-3g's own driver)")
 	f.StringVar(&fl.delta, "delta", "", "with --rw: leave IMAGE untouched and write the changes to the new delta image `NEW.dimg`")
 	addImageFlags(cmd)
 	return cmd
@@ -254,6 +258,9 @@ func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
 		}
 		if fl.delta != "" {
 			args = append(args, "--delta="+fl.delta)
+		}
+		if fl.raw {
+			args = append(args, "--raw")
 		}
 	}
 	args = append(args, "--", imgPath, dir)

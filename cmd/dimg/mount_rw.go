@@ -11,27 +11,39 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dimg-project/dimg/cloneio/edit"
 	"github.com/dimg-project/dimg/cloneio/source"
+	"github.com/dimg-project/dimg/fsdrivers"
 	fsdisk "github.com/dimg-project/dimg/fsdrivers/disk"
 	"github.com/dimg-project/dimg/fusefs"
 	"github.com/dimg-project/dimg/imagefmt"
 	"github.com/dimg-project/dimg/internal/filekind"
 )
 
-const mountRWHelp = `With --rw the mount is read-write: DIR/disk.img and every DIR/pN.img take
-writes (pN.img only inside its partition: a write past its end fails with ENOSPC;
-their size never changes: write with dd conv=notrunc), so the kernel can mount a
-partition read-write:
+const mountRWHelp = `With --rw the mount is read-write. Each partition whose filesystem dimg writes
+(ext2/3/4, FAT12/16/32) shows its files as a writable DIR/pN/: create, write,
+truncate, fallocate, mkdir, rmdir, unlink, rename (also RENAME_NOREPLACE and
+EXCHANGE), chmod, chown, utimes, symlinks, hard links, FIFOs and device nodes,
+extended attributes. The filesystem passes its own checker (e2fsck, fsck.fat)
+when the changes are committed.
 
-  mount -o loop DIR/p2.img /mnt      (ext4, XFS, btrfs; ntfs-3g for NTFS)
+One writer per byte: while pN/ is writable, pN.img is read-only (it shows what
+pN/ last synced), and so is disk.img. The other partitions' pN.img take writes,
+so a filesystem dimg does not write can be mounted by its own driver:
 
-The pN/ trees are not shown in a read-write mount (they would not see the
-kernel's writes); mount pN.img instead. IMAGE itself is not written while
-mounted: changes go to a scratch file next to it, IMAGE.scratch, and are
-committed as one new commit of IMAGE when DIR is unmounted (-m gives its
-message), or dropped with --discard. With --delta NEW.dimg IMAGE stays untouched
-and the changes become the new delta image NEW.dimg over it (its scratch file
-is NEW.dimg.scratch).
+  ntfs-3g DIR/p3.img /mnt            (NTFS: its files are not shown in --rw)
+  mount -o loop DIR/p4.img /mnt      (XFS, btrfs, ...)
+
+With --raw no tree is writable or shown: disk.img and every pN.img take writes
+(mount -o loop DIR/p2.img /mnt works for ext4 too). pN.img and disk.img are
+written only inside their bounds (a write past the end fails with ENOSPC; their
+size never changes: write with dd conv=notrunc).
+
+IMAGE itself is not written while mounted: changes go to a scratch file next to
+it, IMAGE.scratch, and are committed as one new commit of IMAGE when DIR is
+unmounted (-m gives its message), or dropped with --discard. With --delta
+NEW.dimg IMAGE stays untouched and the changes become the new delta image
+NEW.dimg over it (its scratch file is NEW.dimg.scratch).
 
 What fsync (or a filesystem's journal commit) returned for survives a crash or
 kill -9 of dimg: the next 'dimg mount --rw IMAGE' takes those changes up and
@@ -94,6 +106,11 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 		s.Close()
 		return nil, err
 	}
+	var trees map[int]fsdrivers.WritableFS
+	var treeNotes []string
+	if !fl.raw {
+		trees, treeNotes = edit.OpenTrees(s.Disk(), d, drivers())
+	}
 	abs, _ := filepath.Abs(imgPath)
 	m, err := fusefs.Mount(cmd.Context(), dir, s.Disk(), base.Size(), d.Parts, fusefs.Options{
 		ImagePath:  abs,
@@ -103,14 +120,28 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 		Debug:      fl.debug,
 		ReadWrite:  true,
 		SpacePath:  scratch,
+		Trees:      trees,
 	})
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
-	ms := &mountSession{m: m, summary: mountedListRW(d) + " (read-write)", notes: sessionNotes(s, imgPath)}
+	ms := &mountSession{m: m, summary: mountedListRW(d, trees) + " (read-write)", notes: append(sessionNotes(s, imgPath), treeNotes...)}
 	quiet, _ := cmd.Flags().GetBool("quiet")
-	ms.finish = func() error { return endSession(s, imgPath, fl, quiet, log) }
+	ms.finish = func() error {
+		if !fl.discard {
+			// Every tree writes its filesystem out before the commit
+			// captures it.
+			if err := edit.CloseTrees(trees); err != nil {
+				cerr := s.Close()
+				err = fmt.Errorf("%w; nothing was committed, the changes are kept in %s ('dimg recover %s --commit' commits them as they are, --drop drops them)%s",
+					err, imagefmt.ScratchPath(s.Target()), recoverArgs(imgPath, fl.delta), closeNote(cerr))
+				log.Error("dimg: " + err.Error())
+				return err
+			}
+		}
+		return endSession(s, imgPath, fl, quiet, log)
+	}
 	if fl.discard {
 		ms.notes = append(ms.notes, "changes will be dropped at unmount (--discard)")
 	} else {
@@ -197,16 +228,22 @@ func closeNote(err error) string {
 	return " (closing: " + err.Error() + ")"
 }
 
-// mountedListRW says what a read-write mount shows: "disk.img, p1.img
-// (fat32), p2.img (ext4 "root")".
-func mountedListRW(d *fsdisk.Disk) string {
+// mountedListRW says what a read-write mount shows: "disk.img (read-only),
+// p1/ and p1.img (read-only) (fat32), p2.img (ext4 "root")".
+func mountedListRW(d *fsdisk.Disk, trees map[int]fsdrivers.WritableFS) string {
 	s := []string{"disk.img"}
+	if len(trees) > 0 {
+		s[0] += " (read-only)"
+	}
 	for i := range d.Parts {
 		p := &d.Parts[i]
 		if p.Extended {
 			continue
 		}
 		e := fmt.Sprintf("p%d.img", p.Number)
+		if trees[p.Number] != nil {
+			e = fmt.Sprintf("p%d/ and p%d.img (read-only)", p.Number, p.Number)
+		}
 		if p.Volume != nil {
 			e += fmt.Sprintf(" (%s)", source.Describe(p))
 		}

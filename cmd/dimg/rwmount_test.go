@@ -63,9 +63,15 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startRW runs dimg mount --rw ARGS... IMAGE DIR and waits until DIR
-// serves disk.img. At cleanup it unmounts (if still mounted) and waits.
+// startRW runs dimg mount --rw --raw ARGS... IMAGE DIR (the raw disk and
+// partitions writable, no trees) and waits until DIR serves disk.img. At
+// cleanup it unmounts (if still mounted) and waits.
 func startRW(t *testing.T, img string, args ...string) *rwMount {
+	return startRWArgs(t, img, append([]string{"--raw"}, args...)...)
+}
+
+// startRWArgs runs dimg mount --rw ARGS... IMAGE DIR; see startRW.
+func startRWArgs(t *testing.T, img string, args ...string) *rwMount {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
