@@ -130,7 +130,13 @@ func (v *Volume) parseExtNode(b []byte, where extLoc) (*extNode, error) {
 // depth want (so a pointer back up the tree, a loop, is caught).
 func (v *Volume) extentNode(ino *inode, blk uint64, want uint16) (*extNode, error) {
 	where := extLoc{ino.num, blk}
-	n, err := v.nodes.Get(blk, func() (*extNode, error) { return v.loadExtNode(ino, where) })
+	var n *extNode
+	var err error
+	if v.overlay != nil && v.overlay(blk) != nil {
+		n, err = v.loadExtNode(ino, where) // being changed: not cached
+	} else {
+		n, err = v.nodes.Get(blk, func() (*extNode, error) { return v.loadExtNode(ino, where) })
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -54,6 +54,33 @@
 //     extent blocks and metadata blocks are cached (bounded LRUs); the
 //     volume is safe for concurrent use.
 //
+// Writing (Driver.OpenWritable, fsdrivers.WritableFS; write.go and the
+// files beside it): node-addressed create, write (holes, contiguous
+// allocation after the file's last block), truncate, fallocate (unwritten
+// extents, punch hole), mkdir, rmdir, unlink, rename (RENAME_NOREPLACE,
+// RENAME_EXCHANGE, ".." fixed), symlink (fast and slow), hard links,
+// device nodes, FIFOs and sockets, chmod/chown/utimes. Extent trees are
+// rewritten in their shortest shape (index blocks as needed); ext2/ext3
+// block maps are changed in place. Directories stay linear or htree: a
+// full one-block directory becomes an htree as in the kernel, entries go
+// into the leaf their hash selects, full leaves and index blocks are
+// split, a root that fills grows a second level. Bitmaps of BLOCK_UNINIT
+// and INODE_UNINIT groups are built when first used; every checksum
+// (superblock, descriptors, bitmaps, inodes, extent, directory and htree
+// blocks) is kept right, crc16 descriptors under gdt_csum too.
+//
+// Our writes do not go through the journal: each edit becomes one atomic
+// image commit (the copy-on-write overlay), so the journal is left clean
+// and untouched. A filesystem whose journal needs recovery, or using a
+// feature the writer does not keep right (inline_data, bigalloc, encrypt,
+// casefold, quota, ea_inode, mmp, verity, ...) is refused for writing
+// with the feature named; reading keeps working. Metadata changes are
+// cached as dirty blocks (bounded; flushed early past maxDirtyBytes) and
+// written by Sync; file data goes straight to the device. Unlinked nodes
+// still held go on the orphan list and are freed at their last Release;
+// OpenWritable processes a leftover orphan list as the kernel does at
+// mount.
+//
 // Not supported: casefolded lookups ignore case folding (exact names only),
 // encrypted directories are refused (ErrUnsupported).
 //

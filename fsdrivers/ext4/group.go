@@ -42,6 +42,13 @@ func (v *Volume) readBlock(blk uint64) ([]byte, error) {
 	if blk >= v.sb.blocksCount {
 		return nil, corruptf("block %d beyond the %d blocks of the filesystem", blk, v.sb.blocksCount)
 	}
+	if v.overlay != nil {
+		// Opened for writing: a block changed since the last flush is
+		// served from the writer's buffer, never copied into the cache.
+		if b := v.overlay(blk); b != nil {
+			return b, nil
+		}
+	}
 	return v.blocks.Get(blk, func() ([]byte, error) {
 		b := make([]byte, v.blockSize)
 		if err := v.readFull(b, int64(blk)<<v.blockBits); err != nil {

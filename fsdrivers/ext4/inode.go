@@ -103,6 +103,20 @@ func (v *Volume) loadInode(n uint32) (*inode, error) {
 }
 
 func (v *Volume) parseInode(n uint32, raw []byte) (*inode, error) {
+	ino, err := v.decodeInode(n, raw)
+	if err != nil {
+		return nil, err
+	}
+	if ino.links == 0 {
+		// Deleted (or never used): a directory entry pointing here is stale.
+		return nil, corruptf("inode %d is not in use (no links)", n)
+	}
+	return ino, nil
+}
+
+// decodeInode decodes and verifies an inode whatever its link count (the
+// writer reads unlinked inodes that are still open).
+func (v *Volume) decodeInode(n uint32, raw []byte) (*inode, error) {
 	le := binary.LittleEndian
 	extra := 0
 	if len(raw) > goodOldInode {
@@ -133,11 +147,6 @@ func (v *Volume) parseInode(n uint32, raw []byte) (*inode, error) {
 			return nil, err
 		}
 	}
-	if ino.links == 0 {
-		// Deleted (or never used): a directory entry pointing here is stale.
-		return nil, corruptf("inode %d is not in use (no links)", n)
-	}
-
 	blocks := uint64(le.Uint32(raw[0x1C:]))
 	if v.sb.roCompat&roCompatHugeFile != 0 {
 		blocks |= uint64(le.Uint16(raw[0x74:])) << 32

@@ -188,6 +188,10 @@ type Volume struct {
 
 	mu       sync.Mutex
 	warnings []string // from the last UsedRanges
+
+	// overlay, set by the writer, returns the live buffer of a block
+	// changed since the last flush (nil otherwise); see wfs.
+	overlay func(blk uint64) []byte
 }
 
 var (
