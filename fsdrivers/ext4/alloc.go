@@ -151,8 +151,8 @@ func (w *wfs) inodeBitmap(g uint32) ([]byte, error) {
 	return bm, nil
 }
 
-func setBit(bm []byte, i int)      { bm[i/8] |= 1 << (i % 8) }
-func clearBit(bm []byte, i int)    { bm[i/8] &^= 1 << (i % 8) }
+func setBit(bm []byte, i int)       { bm[i/8] |= 1 << (i % 8) }
+func clearBit(bm []byte, i int)     { bm[i/8] &^= 1 << (i % 8) }
 func testBit(bm []byte, i int) bool { return bm[i/8]>>(i%8)&1 != 0 }
 
 // groupChecksums redoes the bitmap checksums of group g (metadata_csum)
