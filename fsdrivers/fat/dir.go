@@ -47,6 +47,7 @@ type dirent struct {
 	atime time.Time
 	btime time.Time
 	off   int64 // byte offset of the short entry in the partition; 0 for the root
+	lfn   int   // long-name entries right before the short entry (0: none used)
 }
 
 func (d *dirent) isDir() bool { return d.attr&attrDirectory != 0 }
@@ -141,6 +142,7 @@ func (p *dirParser) add(e []byte, off int64) {
 		if long := decodeLFN(p.lfn[:p.lfnCount*lfnUnits]); long != "" {
 			d.name = long
 		}
+		d.lfn = p.lfnCount
 	}
 	p.resetLFN()
 	// A name that cannot be an io/fs path element (a '/' or NUL from a

@@ -1,6 +1,7 @@
 // Package fat reads FAT12, FAT16 and FAT32 filesystems from an io.ReaderAt:
 // probing, the map of used bytes for filesystem-aware capture, and a
-// read-only file tree (fsdrivers.Filesystem).
+// read-only file tree (fsdrivers.Filesystem); and writes them
+// (fsdrivers.WritableDriver: Driver.OpenWritable).
 //
 // It follows Microsoft's "FAT: General Overview of On-Disk Format"
 // (fatgen103). Vocabulary:
@@ -47,4 +48,49 @@
 //
 // The file tree is case-insensitive, as on Windows: a path element matches a
 // long name by Unicode simple folding, then an 8.3 alias ("PROGRA~1").
+//
+// # Writing
+//
+// OpenWritable gives a node-addressed fsdrivers.WritableFS (write.go,
+// wops.go, wnode.go, wfat.go, shortname.go). It writes what Linux's vfat
+// writes, so that fsck.fat -n finds the volume clean after every Sync:
+//
+//   - names: long-name entries with the alias's checksum, and 8.3 aliases
+//     made as vfat and mtools make them (shortname.go); a name valid as 8.3
+//     gets no long name, lower-case parts flagged in DIR_NTRes. Trailing
+//     dots are dropped from new names, as vfat does.
+//   - every FAT copy is written; FAT32's FSInfo free count and next-free
+//     hint (FSI_Free_Count, FSI_Nxt_Free) are kept right. The boot sector,
+//     its label and the root's volume-label entry are never changed; the
+//     FAT16/32 clean-shutdown bits in entry 1 are left as found (nothing is
+//     ever left half-written between Syncs that would need them).
+//   - new directories get "." and ".." (".." of a directory in the root is
+//     cluster 0, on FAT32 too) and grow by zeroed clusters up to 65,536
+//     entries; the FAT12/16 fixed root never grows (ENOSPC when full).
+//   - an empty file has first cluster 0; files grow into zeroed clusters
+//     (FAT has no holes) allocated after their last cluster where free,
+//     else from the next-free hint; truncation frees clusters.
+//   - times: creation (10 ms), modification (2 s), access (a date), as
+//     wall-clock time in UTC; the change time reported is the modification
+//     time. Owner is uid/gid 0: chown to anything else is EPERM (as vfat);
+//     mode maps to the read-only attribute (no write bit set) and nothing
+//     else. Symbolic and hard links, device nodes, FIFOs: EPERM; xattrs:
+//     EOPNOTSUPP (set) and none listed.
+//   - node numbers: an entry present at open keeps the number the reader
+//     gives it (the partition offset of its short entry); new entries are
+//     numbered from 2^48. A node keeps its number across renames. A file
+//     unlinked while held (Hold) stays readable and writable; its clusters
+//     are written as free in the FATs on disk (FAT has no orphan list, and
+//     fsck must find nothing lost) but stay reserved in memory until its
+//     last Release.
+//   - a volume whose FAT copies disagree, whose FAT holds values that are
+//     neither cluster numbers nor marks, whose root cannot be read, or
+//     with FAT32 mirroring disabled is refused (fsdrivers.ErrReadOnly): which
+//     copy is right is fsck.fat's call.
+//
+// Memory: FAT12/16 tables are held whole; FAT32 tables in 64 KiB pages, at
+// most 256 unchanged ones cached, changed ones held until Sync. Loaded
+// directories (at most 2 MiB each) stay in memory while the WritableFS is
+// open: an edit touches the directories on its paths. One mutex serialises
+// all operations.
 package fat
