@@ -24,42 +24,73 @@ func OpenChain(path string, opt ReaderOptions) (*Reader, error) {
 	return openChain(path, opt, 0)
 }
 
-func openChain(path string, opt ReaderOptions, depth int) (*Reader, error) {
+func openChain(name string, opt ReaderOptions, depth int) (*Reader, error) {
 	if depth > maxChain {
-		return nil, fmt.Errorf("%w: %s: a delta chain longer than %d images", ErrBase, path, maxChain)
+		return nil, fmt.Errorf("%w: %s: a delta chain longer than %d images", ErrBase, name, maxChain)
 	}
-	ref, err := ReadBaseRef(path)
+	op := opt.Opener
+	if op == nil {
+		op = localOpener{}
+	}
+	f, err := op.OpenImageFile(name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := openChainFile(f, name, op, opt, depth)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// openChainFile is openChain once the file is open (f is closed by the
+// caller on error, by the Reader's Close on success).
+func openChainFile(f ImageFile, name string, op Opener, opt ReaderOptions, depth int) (*Reader, error) {
+	ref, err := baseRefOf(f, name)
 	if err != nil {
 		return nil, err
 	}
 	basePath := opt.BasePath
 	opt.BasePath = ""
 	if ref == nil && basePath != "" {
-		return nil, fmt.Errorf("%s is not a delta image: it has no base (%s was given as one)", path, basePath)
+		return nil, fmt.Errorf("%s is not a delta image: it has no base (%s was given as one)", name, basePath)
 	}
-	if ref == nil || opt.Base != nil {
-		return OpenOptions(path, opt)
-	}
-	if basePath == "" {
-		basePath = ref.PathHint
+	if ref != nil && opt.Base == nil {
 		if basePath == "" {
-			return nil, fmt.Errorf("%w: %s is a delta over image %s commit %d and does not say where it was", ErrBase, path, formatUUID(ref.UUID), ref.Commit)
+			if ref.PathHint == "" {
+				return nil, fmt.Errorf("%w: %s is a delta over image %s commit %d and does not say where it was", ErrBase, name, formatUUID(ref.UUID), ref.Commit)
+			}
+			basePath = op.ResolveBase(name, ref.PathHint)
 		}
-		if !filepath.IsAbs(basePath) {
-			basePath = filepath.Join(filepath.Dir(path), basePath)
+		base, err := openBase(basePath, ref, opt, depth)
+		if err != nil {
+			return nil, fmt.Errorf("%s: open its base: %w", name, err)
 		}
+		opt.Base = base
+		r, err := newNamedReader(f, name, opt)
+		if err != nil {
+			base.Close()
+			return nil, err
+		}
+		r.chain = append(r.chain, base)
+		return r, nil
 	}
-	base, err := openBase(basePath, ref, opt, depth)
+	return newNamedReader(f, name, opt)
+}
+
+// newNamedReader opens the image in f, named name in messages. A file
+// that comes with a frame cache (a remote one: FrameCacher) reads through
+// it unless opt names one.
+func newNamedReader(f ImageFile, name string, opt ReaderOptions) (*Reader, error) {
+	if fc, ok := f.(FrameCacher); ok && opt.Frames == nil {
+		opt.Frames = fc.FrameCache()
+	}
+	r, err := NewReader(f, f.Size(), opt)
 	if err != nil {
-		return nil, fmt.Errorf("%s: open its base: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	opt.Base = base
-	r, err := OpenOptions(path, opt)
-	if err != nil {
-		base.Close()
-		return nil, err
-	}
-	r.chain = append(r.chain, base)
+	r.closer, r.name = f, name
 	return r, nil
 }
 
@@ -69,7 +100,7 @@ func openChain(path string, opt ReaderOptions, depth int) (*Reader, error) {
 // delta's open to refuse naming both UUIDs; the same image without that
 // state is refused here.
 func openBase(path string, ref *BaseRef, opt ReaderOptions, depth int) (*Reader, error) {
-	bopt := ReaderOptions{CacheBytes: opt.CacheBytes, Logger: opt.Logger, Commit: ref.Commit}
+	bopt := ReaderOptions{CacheBytes: opt.CacheBytes, Logger: opt.Logger, Commit: ref.Commit, Opener: opt.Opener}
 	base, err := openChain(path, bopt, depth+1)
 	if err == nil && base.Digest() == ref.Digest {
 		return base, nil
@@ -120,17 +151,87 @@ func ReadBaseRef(path string) (*BaseRef, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b := make([]byte, headerBlockSize)
-	n, err := io.ReadFull(f, b)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return baseRefOf(sizedFile{f, st.Size()}, path)
+}
+
+// baseRefOf reads the base reference in the header block of the image
+// file f: nil for an image that is not a delta (or is version 1).
+func baseRefOf(f ImageFile, name string) (*BaseRef, error) {
+	b := make([]byte, min(headerBlockSize, max(f.Size(), 0)))
+	n, err := f.ReadAt(b, 0)
 	if !isV2(b[:n]) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, ended(int64(n), "header block"))
+	if n < headerBlockSize {
+		if err == nil || err == io.EOF {
+			return nil, fmt.Errorf("%s: %w", name, ended(int64(n), "header block"))
+		}
+		return nil, fmt.Errorf("%s: read header block: %w", name, err)
 	}
 	h, err := unmarshalHeaderV2(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return h.Base, nil
 }
+
+// ImageFile is an image file opened for reading: its bytes and size.
+type ImageFile interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+}
+
+// FrameCacher is implemented by an ImageFile whose frames are worth
+// keeping elsewhere (a remote file: its local cache). FrameCache may
+// return nil.
+type FrameCacher interface {
+	FrameCache() FrameCache
+}
+
+// Opener opens the image files of a delta chain by name, for OpenChain:
+// the image and, down the chain, each base its delta names. The default
+// opens local files; a remote source passes one that also opens URLs, so
+// a delta and its bases may live on a web server or in an object store.
+type Opener interface {
+	// OpenImageFile opens the image file name for reading.
+	OpenImageFile(name string) (ImageFile, error)
+	// ResolveBase names the file a base path hint recorded in the delta
+	// named delta points at: a relative hint is relative to the delta's
+	// location.
+	ResolveBase(delta, hint string) string
+}
+
+// localOpener opens local files (regular files only, see openRegular).
+type localOpener struct{}
+
+func (localOpener) OpenImageFile(name string) (ImageFile, error) {
+	f, size, err := openRegular(name, os.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	return sizedFile{f, size}, nil
+}
+
+func (localOpener) ResolveBase(delta, hint string) string {
+	if filepath.IsAbs(hint) {
+		return hint
+	}
+	return filepath.Join(filepath.Dir(delta), hint)
+}
+
+// LocalOpener is the default Opener, of local files; an Opener that also
+// opens other names (URLs) hands local names to it.
+var LocalOpener Opener = localOpener{}
+
+// sizedFile is an *os.File with the size it had when opened.
+type sizedFile struct {
+	*os.File
+	size int64
+}
+
+func (f sizedFile) Size() int64 { return f.size }

@@ -143,6 +143,12 @@ type Frame struct {
 	// frame (StreamReader only): chunks [Chunk, Chunk+Zeros) are in use and
 	// all zero, so a restore to a device must zero them. No payload.
 	Zeros int64
+	// cached: the bytes came from a FrameCache, not the image file; a
+	// frame that then fails to decode is read again from the file.
+	cached bool
+	// sum is the SHA-256 its index entry records (version 2): its
+	// FrameKey's Sum.
+	keySum [32]byte
 }
 
 // ZeroRun is a run of chunks [Start, Start+Count) that were in use on the

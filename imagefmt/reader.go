@@ -28,6 +28,13 @@ type ReaderOptions struct {
 	// Base is the opened base of a delta image (required for one, see
 	// OpenChain); reads of chunks the delta does not hold go to it.
 	Base *Reader
+	// Frames, if set, keeps a copy of the frames read (see FrameCache):
+	// a remote image's local chunk cache. OpenChain takes each file's
+	// own (FrameCacher) when this is nil.
+	Frames FrameCache
+	// Opener, for OpenChain, opens the image files of a chain by name
+	// (nil: local files); a remote source passes one that opens URLs.
+	Opener Opener
 	// BasePath, for OpenChain, is where the base of a delta image is,
 	// instead of the path hint its header records (the hint is where the
 	// base was when the delta was made; the base may have moved since).
@@ -50,6 +57,7 @@ type Reader struct {
 	// were read and checked (checkGap).
 	gapOK  []atomic.Uint64
 	cache  *lru.Cache[int64, []byte] // decompressed chunks; nil data: not stored
+	frames FrameCache                // copies of frames outside the file, or nil
 	log    *slog.Logger
 	closer io.Closer
 	bufs   sync.Pool // frame read buffers
@@ -146,7 +154,7 @@ func NewReader(ra io.ReaderAt, size int64, opt ReaderOptions) (*Reader, error) {
 	if opt.Commit > 1 || opt.Base != nil {
 		return nil, fmt.Errorf("imagefmt: a version 1 image has one commit and no base")
 	}
-	r := &Reader{ra: ra, size: size, hlen: int64(hl), hdr: hdr, log: opt.Logger}
+	r := &Reader{ra: ra, size: size, hlen: int64(hl), hdr: hdr, log: opt.Logger, frames: opt.Frames}
 	t, err := checkTail(hdr, int64(hl), size, read, -1, r.walkGap)
 	if err != nil {
 		return nil, err
@@ -302,34 +310,37 @@ func (r *Reader) chunkErr(c int64, err error) error {
 // file) into buf (grown as needed). It checks the frame header, not the
 // payload: call Frame.Decode for that. ok is false for a chunk not stored.
 func (r *Reader) ReadFrame(c int64, buf []byte) (f Frame, ok bool, err error) {
+	return r.readFrame(c, buf, false)
+}
+
+// readFrame is ReadFrame; nocache reads the image file even when the
+// frame cache has the frame (a cached copy failed to decode).
+func (r *Reader) readFrame(c int64, buf []byte, nocache bool) (f Frame, ok bool, err error) {
 	if r.t != nil {
-		return r.readFrameV2(c, buf)
+		return r.readFrameV2(c, buf, nocache)
 	}
 	e, ok := r.lookup(c)
 	if !ok {
 		return Frame{}, false, nil
 	}
 	n := FrameHeaderSize + int(e.slen)
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if err := readFull(r.ra, buf, e.off); err != nil {
-		return Frame{}, true, r.chunkErr(c, err)
-	}
-	f, slen, err := parseFrameHeader(buf, e.off, r.hdr.ChunkSize)
-	if err == nil {
-		err = checkFrameChunk(&f, r.hdr)
-	}
-	if err == nil {
-		err = matchFrame(&f, slen, e)
-	}
-
+	f, err = r.readFrameBytes(c, e.off, n, [32]byte{}, buf, nocache, func(b []byte) (Frame, error) {
+		f, slen, err := parseFrameHeader(b, e.off, r.hdr.ChunkSize)
+		if err == nil {
+			err = checkFrameChunk(&f, r.hdr)
+		}
+		if err == nil {
+			err = matchFrame(&f, slen, e)
+		}
+		if err != nil {
+			return Frame{}, err
+		}
+		f.Raw, f.Payload = b, b[FrameHeaderSize:]
+		return f, nil
+	})
 	if err != nil {
 		return Frame{}, true, r.chunkErr(c, err)
 	}
-	f.Raw = buf
-	f.Payload = buf[FrameHeaderSize:]
 	return f, true, nil
 }
 
@@ -359,6 +370,18 @@ func (r *Reader) ReadChunk(c int64, dst []byte) (data []byte, ok bool, err error
 		*bp = f.Raw[:0]
 	}
 	data, err = f.Decode(dst)
+	if err != nil && f.cached {
+		// The cached copy is bad: forget it and read the image.
+		r.dropCached(&f)
+		f, _, err = r.readFrame(c, *bp, true)
+		if err != nil {
+			return nil, true, err
+		}
+		if cap(f.Raw) > cap(*bp) {
+			*bp = f.Raw[:0]
+		}
+		data, err = f.Decode(dst)
+	}
 	if err != nil {
 		err = r.chunkErr(c, err)
 		if r.log != nil {

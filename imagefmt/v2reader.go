@@ -150,7 +150,7 @@ func newReaderV2(ra io.ReaderAt, size int64, buf []byte, opt ReaderOptions) (*Re
 	if cb <= 0 {
 		cb = 32 << 20
 	}
-	r := &Reader{ra: ra, size: size, hdr: hdr, t: t, cache: lru.New[int64, []byte](max(int(cb/int64(hdr.ChunkSize)), 4)), log: opt.Logger}
+	r := &Reader{ra: ra, size: size, hdr: hdr, t: t, cache: lru.New[int64, []byte](max(int(cb/int64(hdr.ChunkSize)), 4)), log: opt.Logger, frames: opt.Frames}
 	r.prefetch = make(chan struct{}, runtime.GOMAXPROCS(0))
 	r.bufs.New = func() any { b := make([]byte, FrameBufSize(hdr.ChunkSize)); return &b }
 	if err := r.checkRootHash(); err != nil {
@@ -336,14 +336,14 @@ func (r *Reader) chunkStateV2(c int64) (ChunkState, error) {
 
 // readFrameV2 reads chunk c's frame from this file, or from the base when
 // a delta inherits it, and checks it is the frame its leaf entry names.
-func (r *Reader) readFrameV2(c int64, buf []byte) (Frame, bool, error) {
+func (r *Reader) readFrameV2(c int64, buf []byte, nocache bool) (Frame, bool, error) {
 	st, e, err := r.locate(c)
 	if err != nil {
 		return Frame{}, true, r.chunkErr(c, err)
 	}
 	if st == 0 && r.t.base != nil {
 		b := r.t.base
-		f, ok, err := b.ReadFrame(c, buf)
+		f, ok, err := b.readFrame(c, buf, nocache)
 		if f.File == "" {
 			f.File = b.Path()
 		}
@@ -352,7 +352,7 @@ func (r *Reader) readFrameV2(c int64, buf []byte) (Frame, bool, error) {
 	if st != diskStored {
 		return Frame{}, false, nil
 	}
-	f, err := r.frameAt(c, e, buf)
+	f, err := r.frameAt(c, e, buf, nocache)
 	if err != nil {
 		return Frame{}, true, r.chunkErr(c, err)
 	}
@@ -362,27 +362,22 @@ func (r *Reader) readFrameV2(c int64, buf []byte) (Frame, bool, error) {
 // frameAt reads the frame leaf entry e names for chunk c (into buf, grown
 // as needed) and checks it: the frame rules, then that it is the frame the
 // entry names (chunk, method, length, SHA-256).
-func (r *Reader) frameAt(c int64, e leafStored, buf []byte) (Frame, error) {
+func (r *Reader) frameAt(c int64, e leafStored, buf []byte, nocache bool) (Frame, error) {
 	n := FrameHeaderSize + int(e.slen)
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if err := readFull(r.ra, buf, e.off); err != nil {
-		return Frame{}, err
-	}
-	f, slen, err := parseFrameHeader(buf, e.off, r.hdr.ChunkSize)
-	if err == nil {
-		err = checkFrameChunk(&f, r.hdr)
-	}
-	if err == nil && (f.Chunk != c || f.Method != e.method || slen != int(e.slen) || f.Sum != e.sum) {
-		err = broken(RuleFrameEntry, e.off, "the frame here (chunk %d, method %d, %d bytes) is not the one the index names for chunk %d", f.Chunk, f.Method, slen, c)
-	}
-	if err != nil {
-		return Frame{}, err
-	}
-	f.Raw, f.Payload = buf, buf[FrameHeaderSize:]
-	return f, nil
+	return r.readFrameBytes(c, e.off, n, e.sum, buf, nocache, func(b []byte) (Frame, error) {
+		f, slen, err := parseFrameHeader(b, e.off, r.hdr.ChunkSize)
+		if err == nil {
+			err = checkFrameChunk(&f, r.hdr)
+		}
+		if err == nil && (f.Chunk != c || f.Method != e.method || slen != int(e.slen) || f.Sum != e.sum) {
+			err = broken(RuleFrameEntry, e.off, "the frame here (chunk %d, method %d, %d bytes) is not the one the index names for chunk %d", f.Chunk, f.Method, slen, c)
+		}
+		if err != nil {
+			return Frame{}, err
+		}
+		f.Raw, f.Payload = b, b[FrameHeaderSize:]
+		return f, nil
+	})
 }
 
 // span is a run of chunks in one state, as the composed index yields

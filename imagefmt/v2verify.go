@@ -154,7 +154,7 @@ func (r *Reader) storedLogicalV2(n int64) int64 {
 // checkFrame reads chunk c's frame at its leaf entry's offset and checks
 // it is that entry's frame and that its bytes match their checksums.
 func (r *Reader) checkFrame(c int64, e leafStored, buf, out []byte) error {
-	f, err := r.frameAt(c, e, buf)
+	f, err := r.frameAt(c, e, buf, true) // verify the image, not a cached copy
 	if err != nil {
 		return err
 	}

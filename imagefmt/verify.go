@@ -80,7 +80,7 @@ func (r *Reader) verifyV1(ctx context.Context, prog progress.Reporter) (*VerifyR
 			out := make([]byte, r.hdr.ChunkSize)
 			for i := range jobs {
 				c := int64(r.entries[i].chunk)
-				f, _, err := r.ReadFrame(c, buf)
+				f, _, err := r.readFrame(c, buf, true) // the image, not a cached copy
 				if err == nil {
 					_, err = f.Decode(out)
 				}
