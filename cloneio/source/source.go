@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dimg-project/dimg/cloneio/remote"
 	"github.com/dimg-project/dimg/fsdrivers"
 	fsdisk "github.com/dimg-project/dimg/fsdrivers/disk"
 	"github.com/dimg-project/dimg/imagefmt"
@@ -39,8 +40,11 @@ type Options struct {
 	// is opened at the commit the delta was made over and must be that
 	// image in that state: another image, or one that changed, is refused
 	// naming both files. Chains (a delta over a delta) open down to a
-	// standalone image.
+	// standalone image. It may be a URL (with Remote).
 	Base string
+	// Remote reads IMAGE arguments (and delta bases) that are URLs
+	// (https://, s3://); nil: a URL is refused as such.
+	Remote *remote.Client
 }
 
 // Backing is what a Source reads. ReaderAt and Size are the logical disk;
@@ -105,6 +109,9 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if remote.IsURL(path) {
+		return openRemote(ctx, path, opt)
+	}
 	kind, st, err := filekind.Stat(path)
 	if err != nil {
 		return nil, err
@@ -123,7 +130,7 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 	case kind != filekind.Regular:
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	img, err := imagefmt.OpenChain(path, imagefmt.ReaderOptions{Logger: opt.Logger, Commit: opt.Commit, BasePath: opt.Base})
+	img, err := imagefmt.OpenChain(path, imagefmt.ReaderOptions{Logger: opt.Logger, Commit: opt.Commit, BasePath: opt.Base, Opener: opt.opener(ctx)})
 	switch {
 	case err == nil:
 		return New(Backing{Name: path, Image: img, ModTime: st.ModTime(), Closer: img}, opt)
@@ -131,6 +138,29 @@ func Open(ctx context.Context, path string, opt Options) (*Source, error) {
 		return openRaw(path, st.ModTime(), opt)
 	}
 	return nil, err
+}
+
+// opener opens the files of a delta chain: local files, and URLs when
+// the options allow them.
+func (opt *Options) opener(ctx context.Context) imagefmt.Opener {
+	if opt.Remote == nil {
+		return nil
+	}
+	return opt.Remote.Opener(ctx)
+}
+
+// openRemote opens an image at a URL: a few small range requests (the
+// header, the newest commit and the root of its index), then only what a
+// read needs. A URL is never read as a raw disk: it must be an image.
+func openRemote(ctx context.Context, u string, opt Options) (*Source, error) {
+	if opt.Remote == nil {
+		return nil, fmt.Errorf("%s: this command does not read images over the network", u)
+	}
+	img, err := imagefmt.OpenChain(u, imagefmt.ReaderOptions{Logger: opt.Logger, Commit: opt.Commit, BasePath: opt.Base, Opener: opt.opener(ctx)})
+	if err != nil {
+		return nil, err
+	}
+	return New(Backing{Name: u, Image: img, Closer: img}, opt)
 }
 
 // noMagic reports whether err says the file does not start with the dimg

@@ -28,6 +28,7 @@ var commands = []func() *cobra.Command{
 	newSendCmd, newReceiveCmd,
 	newAddCmd, newPutCmd, newRmCmd, newMkdirCmd, newMvCmd, newChmodCmd, newChownCmd, newLnCmd,
 	newLogCmd, newRevertCmd, newFlattenCmd, newCompactCmd, newConvertCmd,
+	newCacheCmd,
 }
 
 func newRootCmd() *cobra.Command {
@@ -48,6 +49,7 @@ compact and convert rewrite an image as one commit.
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().BoolP("quiet", "q", false, "no progress output")
+	addRemoteFlags(root)
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
@@ -68,6 +70,7 @@ func main() {
 	}
 	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
+	remoteFetch.summary(root)
 	pprof.StopCPUProfile()
 	os.Exit(exitCode(err, ctx))
 }

@@ -56,7 +56,9 @@ func newProgress(cmd *cobra.Command, label string) *progressBar {
 	if q, _ := cmd.Flags().GetBool("quiet"); q || !term.IsTerminal(int(os.Stderr.Fd())) {
 		return nil
 	}
-	return &progressBar{w: os.Stderr, label: label}
+	p := &progressBar{w: os.Stderr, label: label}
+	remoteFetch.attach(p) // an image read over the network shows what it fetched
+	return p
 }
 
 // Start begins a phase: the count, the rate and the note start over.

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/cloneio/remote"
 	"github.com/dimg-project/dimg/fsdrivers/parttable"
 	"github.com/dimg-project/dimg/imagefmt"
 	"github.com/dimg-project/dimg/internal/filekind"
@@ -192,6 +193,9 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 func streamInput(imgPath string) (*os.File, error) {
 	if imgPath == "-" {
 		return os.Stdin, nil
+	}
+	if remote.IsURL(imgPath) {
+		return nil, nil
 	}
 	kind, _, err := filekind.Stat(imgPath)
 	if err != nil {

@@ -32,6 +32,9 @@ func openSource(cmd *cobra.Command, path string, log *slog.Logger) (*source.Sour
 	if err != nil {
 		return nil, err
 	}
+	if opt.Remote, err = remoteClient(cmd); err != nil {
+		return nil, err
+	}
 	return source.Open(cmd.Context(), path, opt)
 }
 
@@ -41,6 +44,9 @@ func openSource(cmd *cobra.Command, path string, log *slog.Logger) (*source.Sour
 func openImage(cmd *cobra.Command, path string) (*source.Source, error) {
 	opt, err := imageOptions(cmd, source.Options{})
 	if err != nil {
+		return nil, err
+	}
+	if opt.Remote, err = remoteClient(cmd); err != nil {
 		return nil, err
 	}
 	return source.Open(cmd.Context(), path, opt)
