@@ -5,7 +5,7 @@ set -euo pipefail
 want=(
   "mkfs.vfat:dosfstools" "fsck.fat:dosfstools" "sgdisk:gdisk" "sfdisk:fdisk"
   "mcopy:mtools" "mkntfs:ntfs-3g" "ntfs-3g:ntfs-3g" "fusermount3:fuse3"
-  "getfattr:attr" "setfacl:acl" "nft:nftables" "ip:iproute2" "mkfs.ext4:e2fsprogs" "losetup:mount"
+  "getfattr:attr" "setfacl:acl" "qemu-system-x86_64:qemu-system-x86" "nft:nftables" "ip:iproute2" "mkfs.ext4:e2fsprogs" "losetup:mount"
 )
 if [ "${1:-test}" = bench ]; then
   want+=("partclone.ext4:partclone" "lz4:lz4" "zstd:zstd" "udp-sender:udpcast"

@@ -23,6 +23,8 @@ var generators = map[string]struct {
 	"mbr":     {MBRDisk, defaultMBRSize},
 	"bare":    {BareFS, defaultBareSize},
 	"feature": {FeatureDisk, defaultFeatureSize},
+	"bios":    {BIOSDisk, defaultBootSize},
+	"uefi":    {UEFIDisk, defaultBootSize},
 }
 
 // CacheDir is where Cached keeps disks: $DIMG_TESTIMAGES_CACHE, else
@@ -45,11 +47,16 @@ func cacheKey(kind string, spec Spec) string {
 	}
 	spec.Size = alignDown(spec.Size, mib)
 	spec.UserSpace = spec.UserSpace || !haveKernel()
+	boot := 0
+	if kind == "bios" || kind == "uefi" {
+		boot = bootGeneratorVersion
+	}
 	b, _ := json.Marshal(struct {
 		Kind      string
 		Spec      Spec
 		Generator int
-	}{kind, spec, generatorVersion})
+		Boot      int `json:",omitempty"` // absent for other kinds: their keys stay
+	}{kind, spec, generatorVersion, boot})
 	h := sha256.Sum256(b)
 	return kind + "-" + hex.EncodeToString(h[:8])
 }

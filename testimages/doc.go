@@ -7,7 +7,17 @@
 //
 //   - Kind: which disk to build: "gpt" (GPTDisk), "mbr" (MBRDisk), "bare"
 //     (BareFS, an ext4 with no partition table), "feature" (FeatureDisk, one
-//     partition per reader feature).
+//     partition per reader feature), "bios" (BIOSDisk) and "uefi" (UEFIDisk):
+//     bootable GPT disks (GRUB 2, Debian's cloud kernel, a busybox
+//     initramfs), always built in user space.
+//   - Boot kit: the Debian packages the bootable disks are made from and
+//     booted with (kernel, GRUB, OVMF, busybox-static), fetched once with
+//     `apt-get download` and unpacked with `dpkg -x` into the cache, never
+//     installed (LoadBootKit; RequireBoot skips a test without it or qemu).
+//   - Boot: qemu under TCG boots a disk from an NVMe drive; the test
+//     initramfs mounts the root the kernel command line names and prints one
+//     DIMG-BOOT line (hostname, machine id, root UUID, fstab's root) that
+//     BootResult parses and CheckBoot compares with Info.Boot.
 //   - Spec: size, seed and the FileSource that fills the filesystems. The
 //     zero value builds a small disk quickly enough for `go test`.
 //   - Kernel build: as root with loop devices, ext4 partitions are attached by

@@ -92,6 +92,7 @@ type Info struct {
 	MBRSignature string     `json:"mbr_signature,omitempty"` // 8 hex digits
 	Pattern      []Range    `json:"pattern,omitempty"`       // where BootPattern was written
 	Parts        []PartInfo `json:"parts"`
+	Boot         *BootInfo  `json:"boot,omitempty"` // bootable disks ("bios", "uefi")
 }
 
 const infoSuffix = ".json"

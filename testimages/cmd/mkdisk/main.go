@@ -32,7 +32,7 @@ func main() {
 
 func run() int {
 	var (
-		kind     = flag.String("kind", "gpt", "disk kind: gpt, mbr, bare, feature")
+		kind     = flag.String("kind", "gpt", "disk kind: gpt, mbr, bare, feature, bios, uefi (bootable)")
 		out      = flag.String("out", "", "output disk image path (required)")
 		size     = flag.String("size", "", "disk size, e.g. 512M, 7G (default per kind)")
 		from     = flag.String("from", "", "comma-separated host dirs to copy real files from (default: generated files)")
@@ -43,7 +43,7 @@ func run() int {
 	)
 	flag.Parse()
 	if *out == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: mkdisk -kind gpt|mbr|bare|feature -out PATH [-size 7G] [-from /usr/lib,/usr/bin] [-max-bytes 2G] [-seed N]")
+		fmt.Fprintln(os.Stderr, "usage: mkdisk -kind gpt|mbr|bare|feature|bios|uefi -out PATH [-size 7G] [-from /usr/lib,/usr/bin] [-max-bytes 2G] [-seed N]")
 		return 2
 	}
 	spec := testimages.Spec{Seed: *seed, UserSpace: *userOnly}
@@ -102,6 +102,10 @@ func build(ctx context.Context, kind string, spec testimages.Spec, out string, n
 		p, err = testimages.BareFS(ctx, dir, spec)
 	case "feature":
 		p, err = testimages.FeatureDisk(ctx, dir, spec)
+	case "bios":
+		p, err = testimages.BIOSDisk(ctx, dir, spec)
+	case "uefi":
+		p, err = testimages.UEFIDisk(ctx, dir, spec)
 	default:
 		return fmt.Errorf("%w %q", testimages.ErrUnknownKind, kind)
 	}
