@@ -78,6 +78,8 @@ const (
 	sbJournalInum   = 0xE0
 	sbJournalDev    = 0xE4
 	sbOffLastOrphan = 0xE8
+	sbOffState      = 0x3A
+	stateErrorFS    = 0x2 // s_state: errors detected
 	sbOffChecksum   = 0x3FC
 )
 

@@ -48,6 +48,7 @@ type replayStats struct {
 	revoked      int // logged blocks skipped because a revoke covers them
 	wrapped      bool
 	lastOrphan   uint32 // s_last_orphan after replay (the writer handles orphans)
+	journalErrno int32  // the error the kernel recorded in the journal, 0 if none
 }
 
 // journal reads an internal journal (a file in the filesystem).
@@ -530,6 +531,7 @@ func finishRecovery(dev fsdrivers.ReadWriterAt, size int64, j *journal, st *repl
 		be := binary.BigEndian
 		be.PutUint32(b[0x18:], j.sb.sequence)
 		be.PutUint32(b[0x1C:], 0) // s_start: empty
+		be.PutUint32(b[0x20:], 0) // s_errno: moved to the ext4 superblock below
 		if j.sb.version == 2 && j.sb.csumV23() {
 			be.PutUint32(b[0xFC:], jsuperChecksum(b))
 		}
@@ -572,6 +574,13 @@ func finishRecovery(dev fsdrivers.ReadWriterAt, size int64, j *journal, st *repl
 			freeBlocks, v.sb.blocksCount, freeInodes, v.sb.inodesCount)
 	}
 	le.PutUint32(raw[0x60:], le.Uint32(raw[0x60:])&^incompatRecover)
+	if j != nil && j.sb.errno != 0 {
+		// The kernel recorded an error in the journal before it stopped:
+		// like e2fsck, mark the filesystem as having errors so it gets
+		// checked (the writer refuses it until then).
+		le.PutUint16(raw[sbOffState:], le.Uint16(raw[sbOffState:])|stateErrorFS)
+		st.journalErrno = j.sb.errno
+	}
 	le.PutUint32(raw[0xC:], uint32(freeBlocks))
 	if v.sb.incompat&incompat64bit != 0 {
 		le.PutUint32(raw[0x158:], uint32(freeBlocks>>32))

@@ -170,6 +170,9 @@ func openWritable(dev fsdrivers.ReadWriterAt, size int64) (*wfs, error) {
 	sb := &v.sb
 	var bad []string
 	for bit := uint32(1); bit != 0; bit <<= 1 {
+		if bit == incompatRecover {
+			continue // replayed below, once nothing else refuses the filesystem
+		}
 		if sb.incompat&bit != 0 && incompatWritable&bit == 0 {
 			bad = append(bad, featureName(incompatNames, bit, "incompat"))
 		}
@@ -192,6 +195,18 @@ func openWritable(dev fsdrivers.ReadWriterAt, size int64) (*wfs, error) {
 	}
 	if sb.revLevel < 1 {
 		return nil, refuse("revision 0 filesystem")
+	}
+	if sb.incompat&incompatRecover != 0 {
+		// Committed transactions in the journal are part of the
+		// filesystem: replay them (as the kernel's mount or e2fsck would)
+		// before anything is written, then start again on the result.
+		if _, err := replayJournal(dev, size); err != nil {
+			return nil, err
+		}
+		if again, err := Open(dev, size); err == nil && again.sb.incompat&incompatRecover != 0 {
+			return nil, refuse("the journal still needs recovery after replay")
+		}
+		return openWritable(dev, size)
 	}
 	w.metaOf = map[uint32][]blockRun{}
 	for g := range v.groups {
