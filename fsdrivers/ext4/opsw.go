@@ -260,14 +260,14 @@ func (w *wfs) xattrs(ino uint64) (map[string][]byte, error) {
 	return w.v.xattrMap(ri)
 }
 
-// SetXattr is not supported yet.
+// SetXattr sets one extended attribute (xattrw.go).
 func (w *wfs) SetXattr(ino uint64, name string, value []byte, flags fsdrivers.XattrFlags) error {
-	return fmt.Errorf("ext4: set xattr %q on inode %d: %w", name, ino, syscall.EOPNOTSUPP)
+	return w.changeXattr(ino, name, value, flags, false)
 }
 
-// RemoveXattr is not supported yet.
+// RemoveXattr removes one extended attribute (ENODATA when absent).
 func (w *wfs) RemoveXattr(ino uint64, name string) error {
-	return fmt.Errorf("ext4: remove xattr %q on inode %d: %w", name, ino, syscall.EOPNOTSUPP)
+	return w.changeXattr(ino, name, nil, 0, true)
 }
 
 // WriteAt writes a regular file.

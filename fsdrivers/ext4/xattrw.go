@@ -380,3 +380,132 @@ func aclModeBits(b []byte) (perm uint32, equiv bool, err error) {
 	}
 	return u<<6 | g<<3 | o, !hasMask && !named, nil
 }
+
+// changeXattr is SetXattr (remove false) and RemoveXattr (remove true):
+// the inode's attributes are read, edited as a list, laid out again
+// (inode first, then the block) and written. The block is reused in place
+// when only this inode refers to it, copied when it is shared, allocated
+// when there was none and freed when nothing is left in it. Nothing is
+// changed when the edit fails (ENOSPC included).
+func (w *wfs) changeXattr(ino uint64, name string, value []byte, flags fsdrivers.XattrFlags, remove bool) (err error) {
+	if err := w.lock(); err != nil {
+		return err
+	}
+	defer func() { err = w.done(err) }()
+	i, err := w.liveInode(ino)
+	if err != nil {
+		return err
+	}
+	ri, err := w.rinode(i)
+	if err != nil {
+		return err
+	}
+	all, err := w.v.allXattrs(ri)
+	if err != nil {
+		return err
+	}
+	for k := range all {
+		all[k].value = slices.Clone(all[k].value) // they may point into cached blocks
+	}
+	if !remove && (name == "system.posix_acl_access" || name == "system.posix_acl_default") {
+		if value, remove, err = w.aclSet(i, name, value); err != nil {
+			return fmt.Errorf("ext4: inode %d: %w", ino, err)
+		}
+		if remove && !slices.ContainsFunc(all, func(x xattr) bool {
+			idx, _, _ := xattrParse(name)
+			return x.index == idx
+		}) {
+			w.touch(i, false)
+			return w.store(i) // the mode says it all and there was no ACL
+		}
+	}
+	list, err := editXattrs(all, name, value, flags, remove)
+	if err != nil {
+		return fmt.Errorf("ext4: inode %d: %w", ino, err)
+	}
+	var area []byte
+	if at := goodOldInode + i.extra(); at < len(i.raw) {
+		area = i.raw[at:]
+	}
+	ibody, block, err := layoutXattrs(list, len(area), int(w.v.blockSize))
+	if err != nil {
+		return fmt.Errorf("ext4: inode %d: %w", ino, err)
+	}
+	if err := w.storeXattrBlock(i, block); err != nil {
+		return err
+	}
+	if err := encodeIbody(ibody, area); err != nil {
+		return err
+	}
+	w.touch(i, false)
+	return w.store(i)
+}
+
+// storeXattrBlock makes i's external block hold list (none when empty).
+func (w *wfs) storeXattrBlock(i *winode, list []xattr) error {
+	old := i.fileACL()
+	if len(list) == 0 {
+		return w.releaseXattrBlock(i)
+	}
+	bs := int(w.v.blockSize)
+	if old != 0 {
+		if old >= w.v.sb.blocksCount {
+			return corruptf("inode %d: xattr block %d beyond the filesystem", i.num, old)
+		}
+		cur, err := w.block(old)
+		if err != nil {
+			return err
+		}
+		if le.Uint32(cur[4:]) <= 1 {
+			b, err := encodeXattrBlock(list, bs, 1, old, w.v.metaCsum, w.v.csumSeed)
+			if err != nil {
+				return err
+			}
+			copy(w.fresh(old), b)
+			return nil
+		}
+	}
+	// A new block: none yet, or the old one is shared (copy on write).
+	goal := w.v.groupFirstBlock((i.num - 1) / w.v.sb.inodesPerGroup)
+	blk, _, err := w.allocBlocks(goal, 1)
+	if err != nil {
+		return fmt.Errorf("ext4: inode %d: xattr block: %w", i.num, err)
+	}
+	b, err := encodeXattrBlock(list, bs, 1, blk, w.v.metaCsum, w.v.csumSeed)
+	if err != nil {
+		w.freeRun(blk, 1)
+		return err
+	}
+	if err := w.releaseXattrBlock(i); err != nil {
+		return err
+	}
+	copy(w.fresh(blk), b)
+	i.setFileACL(blk)
+	w.addBlocks(i, 1)
+	return nil
+}
+
+// aclSet does what the kernel's ext4_set_acl does before storing an ACL:
+// an access ACL sets the mode's permission bits and is not stored when the
+// mode says as much (remove is then true); a default ACL is only for
+// directories; an ACL with no entries removes it.
+func (w *wfs) aclSet(i *winode, name string, value []byte) ([]byte, bool, error) {
+	if len(value) == 4 && binary.LittleEndian.Uint32(value) == 2 {
+		return nil, true, nil
+	}
+	if name == "system.posix_acl_default" {
+		if !i.isDir() {
+			return nil, false, fmt.Errorf("default ACL on a non-directory: %w", syscall.EACCES)
+		}
+		return value, false, nil
+	}
+	if _, err := aclFromXattr(value); err != nil {
+		return nil, false, err
+	}
+	perm, equiv, err := aclModeBits(value)
+	if err != nil {
+		return nil, false, err
+	}
+	i.setMode(i.mode()&^0o777 | uint16(perm))
+	return value, equiv, nil
+}

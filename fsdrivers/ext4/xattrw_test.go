@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -343,5 +344,170 @@ func TestXattrRoundTrip(t *testing.T) {
 	}
 	if binary.LittleEndian.Uint32(b[xattrBlockChecksum:]) != xattrBlockCsum(b, 77, 0x1234) {
 		t.Error("block checksum")
+	}
+}
+
+// wXattrs reads all attributes of ino through the WritableFS.
+func wXattrs(t *testing.T, w fsdrivers.WritableFS, ino uint64) map[string][]byte {
+	t.Helper()
+	names, err := w.ListXattr(ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string][]byte{}
+	for _, n := range names {
+		v, err := w.GetXattr(ino, n)
+		if err != nil {
+			t.Fatalf("GetXattr %d %s: %v", ino, n, err)
+		}
+		m[n] = v
+	}
+	return m
+}
+
+// TestSetXattrThroughWriter sets and removes attributes with the writer
+// on files the kernel made (some sharing one xattr block) and on new ones,
+// then checks e2fsck and what the kernel lists; and that what the kernel
+// set (setfattr, setfacl, SELinux labels) reads back equal through
+// ListXattr/GetXattr.
+func TestSetXattrThroughWriter(t *testing.T) {
+	need(t, "mke2fs", "e2fsck")
+	needLoop(t)
+	for _, opts := range [][]string{
+		{"-t", "ext4", "-b", "4096"},
+		{"-t", "ext4", "-b", "1024", "-O", "^metadata_csum", "-I", "128"},
+		{"-t", "ext3", "-b", "1024"},
+	} {
+		t.Run(strings.Join(opts, " "), func(t *testing.T) {
+			img := mkfs(t, 32<<20, "", opts...)
+			dir, unmount := mount(t, img, true)
+			hp := func(n string) string { return filepath.Join(dir, n) }
+			for _, n := range []string{"f", "s1", "s2", "g"} {
+				os.WriteFile(hp(n), []byte(n), 0o640)
+			}
+			os.Mkdir(hp("d"), 0o755)
+			set := func(n, k string, v []byte) {
+				if err := unix.Setxattr(hp(n), k, v, 0); err != nil {
+					t.Fatalf("setxattr %s %s: %v", n, k, err)
+				}
+			}
+			set("f", "user.small", []byte("v"))
+			set("f", "user.big", bytes.Repeat([]byte("B"), 600))
+			set("f", "security.selinux", []byte("system_u:object_r:etc_t:s0\x00"))
+			set("f", "system.posix_acl_access", aclXattr([3]uint32{aclUserObj, 6, noID}, [3]uint32{aclUser, 4, 1000},
+				[3]uint32{aclGroupObj, 4, noID}, [3]uint32{aclMask, 4, noID}, [3]uint32{aclOther, 0, noID}))
+			set("d", "system.posix_acl_default", aclXattr([3]uint32{aclUserObj, 7, noID},
+				[3]uint32{aclGroupObj, 5, noID}, [3]uint32{aclGroup, 5, 50}, [3]uint32{aclMask, 5, noID}, [3]uint32{aclOther, 5, noID}))
+			// Identical large sets: the kernel shares one block between them.
+			for _, n := range []string{"s1", "s2"} {
+				set(n, "user.shared", bytes.Repeat([]byte("S"), 700))
+				set(n, "trusted.shared", bytes.Repeat([]byte("T"), 200))
+			}
+			kernel := map[string]map[string][]byte{}
+			for _, n := range []string{"f", "s1", "s2", "g", "d"} {
+				kernel[n] = hostXattrs(t, hp(n))
+			}
+			unmount()
+
+			w := openW(t, img)
+			ino := func(n string) uint64 {
+				a, err := w.Lookup(w.Root(), n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return a.Ino
+			}
+			for n, m := range kernel {
+				if got := wXattrs(t, w, ino(n)); !maps.EqualFunc(got, m, bytes.Equal) {
+					t.Errorf("%s: GetXattr %q, kernel %q", n, got, m)
+				}
+			}
+			want := map[string]map[string][]byte{}
+			for n, m := range kernel {
+				want[n] = maps.Clone(m)
+			}
+			do := func(n, k string, v []byte, flags fsdrivers.XattrFlags, remove bool) {
+				t.Helper()
+				var err error
+				if remove {
+					err = w.RemoveXattr(ino(n), k)
+					delete(want[n], k)
+				} else {
+					err = w.SetXattr(ino(n), k, v, flags)
+					want[n][k] = v
+				}
+				if err != nil {
+					t.Fatalf("%s %s: %v", n, k, err)
+				}
+			}
+			do("f", "user.small", nil, 0, true)
+			do("f", "user.big", bytes.Repeat([]byte("b"), 300), fsdrivers.XattrReplace, false)
+			do("f", "security.selinux", []byte("unconfined_u:object_r:user_home_t:s0\x00"), 0, false)
+			do("f", "system.posix_acl_access", aclXattr([3]uint32{aclUserObj, 7, noID}, [3]uint32{aclUser, 6, 33},
+				[3]uint32{aclUser, 4, 1000}, [3]uint32{aclGroupObj, 5, noID}, [3]uint32{aclMask, 7, noID},
+				[3]uint32{aclOther, 1, noID}), 0, false)
+			acl := func(n string) uint64 {
+				i, err := w.(*wfs).liveInode(ino(n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return i.fileACL()
+			}
+			if acl("s1") == 0 || acl("s1") != acl("s2") {
+				t.Errorf("the kernel did not share one xattr block (s1 %d, s2 %d): copy on write untested", acl("s1"), acl("s2"))
+			}
+			do("s1", "user.shared", []byte("changed"), 0, false) // copy on write: s2 keeps the old block
+			if acl("s1") == acl("s2") {
+				t.Errorf("s1 still uses the shared block %d", acl("s2"))
+			}
+			do("d", "system.posix_acl_default", aclXattr([3]uint32{aclUserObj, 7, noID},
+				[3]uint32{aclGroupObj, 5, noID}, [3]uint32{aclOther, 0, noID}), 0, false)
+			// An ACL the mode says as much as: only the mode changes.
+			if err := w.SetXattr(ino("g"), "system.posix_acl_access", aclXattr([3]uint32{aclUserObj, 6, noID},
+				[3]uint32{aclGroupObj, 0, noID}, [3]uint32{aclOther, 4, noID}), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.SetXattr(ino("g"), "system.posix_acl_default", aclXattr([3]uint32{aclUserObj, 6, noID},
+				[3]uint32{aclGroupObj, 0, noID}, [3]uint32{aclOther, 4, noID}), 0); !errors.Is(err, syscall.EACCES) {
+				t.Errorf("default ACL on a file: %v, want EACCES", err)
+			}
+			if err := w.RemoveXattr(ino("g"), "user.none"); !errors.Is(err, syscall.ENODATA) {
+				t.Errorf("removing a missing xattr: %v, want ENODATA", err)
+			}
+			// A new file whose attributes spill into a block, then all go.
+			a, err := w.Create(w.Root(), "new", fsdrivers.ModeFile|0o644, 0, fsdrivers.Owner{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want["new"] = map[string][]byte{}
+			for k := range 12 {
+				do("new", fmt.Sprintf("user.k%02d", k), bytes.Repeat([]byte{byte('a' + k)}, 20+k*7), 0, false)
+			}
+			a2, _ := w.Create(w.Root(), "gone", fsdrivers.ModeFile|0o644, 0, fsdrivers.Owner{})
+			want["gone"] = map[string][]byte{}
+			for k := range 6 {
+				do("gone", fmt.Sprintf("user.k%d", k), bytes.Repeat([]byte("x"), 100), 0, false)
+			}
+			for k := range 6 {
+				do("gone", fmt.Sprintf("user.k%d", k), nil, 0, true)
+			}
+			_, _ = a, a2
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			fsck(t, img)
+			dir, _ = mount(t, img, false)
+			for n, m := range want {
+				if got := hostXattrs(t, filepath.Join(dir, n)); !maps.EqualFunc(got, m, bytes.Equal) {
+					t.Errorf("%s: kernel lists\n%q\nwant\n%q", n, got, m)
+				}
+			}
+			for n, mode := range map[string]os.FileMode{"f": 0o771, "g": 0o604} {
+				fi, err := os.Stat(filepath.Join(dir, n))
+				if err != nil || fi.Mode().Perm() != mode {
+					t.Errorf("%s: mode %v, want %v (from the ACL)", n, fi.Mode().Perm(), mode)
+				}
+			}
+		})
 	}
 }
