@@ -142,6 +142,9 @@ type dirData struct {
 	kids   map[int]*node // short-entry slot -> node
 	names  map[string]*node
 	shorts map[string]*node
+	// freeFrom is a lower bound of the free slots: every slot before it
+	// is in use, so adding many entries does not rescan a big directory.
+	freeFrom int
 }
 
 // fold is a case-insensitive key: each character replaced by the smallest
@@ -392,19 +395,31 @@ func (w *wfs) freeSlots(dir *node, k int) (int, error) {
 	d := dir.dir
 	for {
 		total := len(d.raw) / entrySize
-		runStart, runLen := 0, 0
-		for i := 0; i < total; i++ {
+		runStart, runLen, firstFree := 0, 0, -1
+		for i := d.freeFrom; i < total; i++ {
 			if b := d.raw[i*entrySize]; b == 0 || b == 0xE5 {
 				if runLen == 0 {
 					runStart = i
 				}
+				if firstFree < 0 {
+					firstFree = i
+				}
 				runLen++
 				if runLen == k {
+					d.freeFrom = firstFree
+					if firstFree == runStart {
+						d.freeFrom = runStart + k
+					}
 					return runStart, nil
 				}
 			} else {
 				runLen = 0
 			}
+		}
+		if firstFree >= 0 {
+			d.freeFrom = firstFree
+		} else {
+			d.freeFrom = total
 		}
 		if d.fixed {
 			return 0, fmt.Errorf("fat: root directory is full (%d entries): %w", total, syscall.ENOSPC)
@@ -463,6 +478,7 @@ func (w *wfs) removeEntry(n *node) (undo func()) {
 		w.putSlot(dir, s, e)
 	}
 	d.unindex(n)
+	d.freeFrom = min(d.freeFrom, lo)
 	return func() {
 		for s := lo; s <= n.slot; s++ {
 			w.putSlot(dir, s, saved[(s-lo)*entrySize:(s-lo+1)*entrySize])

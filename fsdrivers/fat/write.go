@@ -36,8 +36,11 @@ type wfs struct {
 	orphans   map[*node]bool // unlinked while held: clusters kept, hidden on disk
 	rootLabel []byte
 	fsInfo    int64 // FSInfo sector offset, 0 when absent or invalid
-	closed    bool
-	now       func() time.Time
+	// fsInfoVals are FSI_Free_Count and FSI_Nxt_Free as on disk, so Sync
+	// writes them only when they change.
+	fsInfoVals [8]byte
+	closed     bool
+	now        func() time.Time
 }
 
 // OpenWritable is Driver.OpenWritable returning the concrete type's
@@ -75,6 +78,7 @@ func OpenWritable(dev fsdrivers.ReadWriterAt, size int64) (fsdrivers.WritableFS,
 		le := binary.LittleEndian
 		if readFull(dev, s, off) == nil && le.Uint32(s[0:]) == 0x41615252 && le.Uint32(s[484:]) == 0x61417272 && le.Uint32(s[508:]) == 0xAA550000 {
 			w.fsInfo = off
+			copy(w.fsInfoVals[:], s[488:496])
 			if nxt := le.Uint32(s[492:]); nxt >= 2 && nxt <= g.maxCluster() {
 				w.fat.hint = nxt
 			}
@@ -357,21 +361,24 @@ func (w *wfs) sync() error {
 			hiddenN += n.ch.n
 		}
 	}
+	// FSInfo is rewritten only with a change of the FAT: a Sync without
+	// edits writes nothing, even on a volume whose count was wrong.
+	changed := len(w.fat.dirty) > 0
 	if err := w.fat.flush(hidden); err != nil {
 		return asErrno(err)
 	}
-	if w.fsInfo != 0 {
-		b := make([]byte, 8)
+	if w.fsInfo != 0 && changed {
+		b := w.fsInfoVals
 		le := binary.LittleEndian
-		le.PutUint32(b, uint32(w.fat.free+hiddenN))
-		if _, err := w.dev.ReadAt(b[4:], w.fsInfo+492); err != nil {
-			return errno(syscall.EIO, "read FSInfo: %v", err)
-		}
+		le.PutUint32(b[:], uint32(w.fat.free+hiddenN))
 		if w.fat.lastAlloc != 0 {
 			le.PutUint32(b[4:], w.fat.lastAlloc)
 		}
-		if _, err := w.dev.WriteAt(b, w.fsInfo+488); err != nil {
-			return errno(syscall.EIO, "write FSInfo: %v", err)
+		if b != w.fsInfoVals {
+			if _, err := w.dev.WriteAt(b[:], w.fsInfo+488); err != nil {
+				return errno(syscall.EIO, "write FSInfo: %v", err)
+			}
+			w.fsInfoVals = b
 		}
 	}
 	return nil

@@ -306,7 +306,7 @@ func TestWriteScenario(t *testing.T) {
 			cs := w.g.clusterSize
 
 			// Names of every kind, at the root.
-			for _, n := range []string{"Long File Name.txt", "readme.txt", "ReadMe.md", ".bashrc", "Überfile.txt", "日本語 ファイル.txt"} {
+			for _, n := range []string{"Long File Name.txt", "readme.txt", "ReadMe.md", ".bashrc", "Überfile.txt", "日本語 ファイル.txt", "emoji \U0001F600.txt"} {
 				wt.create("/", n, []byte("content of "+n))
 				put(n, []byte("content of "+n))
 			}
@@ -432,7 +432,10 @@ func TestWriteScenario(t *testing.T) {
 			wt.close()
 
 			got := extract(t, img)
+			// mtools prints characters outside the BMP as "_".
+			wt.must(os.Rename(filepath.Join(mirror, "emoji \U0001F600.txt"), filepath.Join(mirror, "emoji __.txt")))
 			compareTrees(t, snapshot(t, os.DirFS(got)), snapshot(t, os.DirFS(mirror)))
+			wt.must(os.Rename(filepath.Join(mirror, "emoji __.txt"), filepath.Join(mirror, "emoji \U0001F600.txt")))
 			// Our reader sees the same.
 			rf, err := os.Open(img)
 			wt.must(err)
@@ -607,5 +610,83 @@ func TestRefuseDamaged(t *testing.T) {
 	}
 	if _, err := Open(f, st.Size()); err != nil {
 		t.Errorf("reading must keep working: %v", err)
+	}
+}
+
+// TestDirLimit grows one directory to FAT's 65,536 entries: the next entry
+// is ENOSPC, every name listed, and many long names sharing a basis get
+// distinct aliases.
+func TestDirLimit(t *testing.T) {
+	img := mkfsImage(t, wvariant{name: "fat16", bits: 16, sizeMiB: 24, spc: 1})
+	wt := wopen(t, img)
+	w := wt.w
+	d := wt.mkdir("/", "full")
+	for i := range 300 {
+		if _, err := w.Create(d, fmt.Sprintf("Long File Name %d.txt", i), fsdrivers.ModeFile, 0, fsdrivers.Owner{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	made := 300
+	for i := 0; ; i++ {
+		_, err := w.Create(d, fmt.Sprintf("F%07d", i), fsdrivers.ModeFile, 0, fsdrivers.Owner{})
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		wt.must(err)
+		made++
+	}
+	ents, err := w.ReadDir(d)
+	wt.must(err)
+	if len(ents) != made {
+		t.Errorf("ReadDir lists %d, made %d", len(ents), made)
+	}
+	if a, _ := w.Getattr(d); a.Size != maxDirBytes {
+		t.Errorf("full directory is %d bytes, want %d", a.Size, maxDirBytes)
+	}
+	wt.must(w.Close())
+	// fsck.fat compares every pair of names in a directory: too slow for
+	// 65,536 entries; mtools reads it, and so does the reader.
+	shorts := mdirShort(t, img, "/full")
+	if len(shorts) != made {
+		t.Errorf("mdir lists %d names, want %d", len(shorts), made)
+	}
+	seen := map[string]bool{}
+	for long, short := range shorts {
+		if seen[short] {
+			t.Errorf("alias %q used twice (%q)", short, long)
+		}
+		seen[short] = true
+	}
+	if shorts["Long File Name 299.txt"] == "" {
+		t.Errorf("long name missing from mdir")
+	}
+}
+
+// TestNoEditNoWrite: opening, reading and closing without a change leaves
+// every byte as it was (an edit that is refused later changes nothing).
+func TestNoEditNoWrite(t *testing.T) {
+	for _, v := range []wvariant{{name: "fat12", bits: 12, sizeMiB: 4}, {name: "fat32", bits: 32, sizeMiB: 34, spc: 1}} {
+		t.Run(v.name, func(t *testing.T) {
+			img := mkfsImage(t, v)
+			wt := wopen(t, img)
+			wt.create("/", "x.txt", []byte("x"))
+			wt.close()
+			before, err := os.ReadFile(img)
+			wt.must(err)
+			wt = wopen(t, img)
+			if _, err := wt.w.ReadDir(wt.w.Root()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := wt.w.Create(wt.w.Root(), "X.TXT", fsdrivers.ModeFile, 0, fsdrivers.Owner{}); !errors.Is(err, syscall.EEXIST) {
+				t.Errorf("create over x.txt: %v", err)
+			}
+			wt.must(wt.w.Sync())
+			wt.close()
+			after, err := os.ReadFile(img)
+			wt.must(err)
+			if !bytes.Equal(before, after) {
+				t.Error("a session without changes wrote to the volume")
+			}
+		})
 	}
 }
