@@ -264,6 +264,49 @@ type entryLoc struct {
 	rec  drec
 }
 
+// dxFind searches the leaf the probe selected and, while the next index
+// entry carries the same hash with its continuation bit, the leaves after
+// it (as the kernel's ext4_htree_next_block).
+func (w *wfs) dxFind(d *winode, frames []dxFrameW, h uint32, name []byte) (entryLoc, error) {
+	q := w.quick(d)
+	nblocks := d.size() >> w.v.blockBits
+	for range nblocks {
+		f := frames[len(frames)-1]
+		b, err := w.v.dirBlock(q, f.lblk)
+		if err != nil {
+			return entryLoc{}, err
+		}
+		if loc, ok, err := w.findInLeaf(d, dxChild(b, f.co, f.at), name); err != nil || ok {
+			return loc, err
+		}
+		k := len(frames) - 1
+		for ; k >= 0; k-- {
+			bk, err := w.v.dirBlock(q, frames[k].lblk)
+			if err != nil {
+				return entryLoc{}, err
+			}
+			if frames[k].at+1 < dxCount(bk, frames[k].co) {
+				frames[k].at++
+				if dxHash(bk, frames[k].co, frames[k].at)&^1 != h {
+					k = -1
+				}
+				break
+			}
+		}
+		if k < 0 {
+			break
+		}
+		for j := k + 1; j < len(frames); j++ {
+			bp, err := w.v.dirBlock(q, frames[j-1].lblk)
+			if err != nil {
+				return entryLoc{}, err
+			}
+			frames[j] = dxFrameW{lblk: dxChild(bp, frames[j-1].co, frames[j-1].at), co: dxNodeCountOff}
+		}
+	}
+	return entryLoc{}, fmt.Errorf("ext4: directory inode %d: %q: %w", d.num, name, syscall.ENOENT)
+}
+
 // findEntry finds name in directory d (ENOENT when missing).
 func (w *wfs) findEntry(d *winode, name []byte) (entryLoc, error) {
 	q := w.quick(d)
@@ -280,20 +323,7 @@ func (w *wfs) findEntry(d *winode, name []byte) (entryLoc, error) {
 		if err != nil {
 			return entryLoc{}, err
 		}
-		f := frames[len(frames)-1]
-		b, err := w.v.dirBlock(q, 0)
-		if err == nil && f.lblk != 0 {
-			b, err = w.v.dirBlock(q, f.lblk)
-		}
-		if err != nil {
-			return entryLoc{}, err
-		}
-		leaf := dxChild(b, f.co, f.at)
-		if loc, ok, err := w.findInLeaf(d, leaf, name); err != nil || ok {
-			return loc, err
-		}
-		// Hash collisions continued in a later leaf: fall through to a
-		// scan of every leaf.
+		return w.dxFind(d, frames, h, name)
 	}
 	n := d.size() >> w.v.blockBits
 	for l := uint64(0); l < n; l++ {

@@ -272,15 +272,14 @@ func (w *wfs) addBlocks(i *winode, delta int64) {
 
 func (w *wfs) ptrsPerBlock() uint64 { return uint64(w.v.blockSize / 4) }
 
-// bmSet maps logical block lblk to phys, allocating indirect blocks on the
-// way (counted in i_blocks).
-func (w *wfs) bmSet(i *winode, lblk, phys uint64) error {
-	if phys >= 1<<32 {
-		return corruptf("block %d does not fit a block map", phys)
-	}
+// bmSlot returns the pointer slot for logical block lblk of a block map
+// (in i_block or a level-1 indirect block) and how many consecutive
+// logical blocks from lblk have their slot in the same place. With alloc,
+// missing indirect blocks on the way are allocated near goal (counted in
+// i_blocks); without, a missing one gives a nil slot.
+func (w *wfs) bmSlot(i *winode, lblk uint64, alloc bool, goal uint64) ([]byte, uint64, error) {
 	if lblk < nDirect {
-		le.PutUint32(i.iblock()[lblk*4:], uint32(phys))
-		return nil
+		return i.iblock()[lblk*4:], nDirect - lblk, nil
 	}
 	apb := w.ptrsPerBlock()
 	l := lblk - nDirect
@@ -291,33 +290,38 @@ func (w *wfs) bmSet(i *winode, lblk, phys uint64) error {
 		span *= apb
 	}
 	if level == 3 {
-		return fmt.Errorf("ext4: inode %d: logical block %d beyond a block map: %w", i.num, lblk, syscall.EFBIG)
+		return nil, 0, fmt.Errorf("ext4: inode %d: logical block %d beyond a block map: %w", i.num, lblk, syscall.EFBIG)
 	}
 	slot := i.iblock()[(nDirect+level)*4:]
 	for {
 		blk := uint64(le.Uint32(slot))
 		var b []byte
 		if blk == 0 {
-			s, _, err := w.allocBlocks(phys, 1)
+			if !alloc {
+				return nil, 0, nil
+			}
+			s, _, err := w.allocBlocks(goal, 1)
 			if err != nil {
-				return err
+				return nil, 0, err
 			}
 			blk = s
 			b = w.fresh(blk)
 			le.PutUint32(slot, uint32(blk))
 			w.addBlocks(i, 1)
 		} else {
+			if blk >= w.v.sb.blocksCount {
+				return nil, 0, corruptf("inode %d: indirect block %d beyond the filesystem", i.num, blk)
+			}
 			var err error
 			if b, err = w.mut(blk); err != nil {
-				return err
+				return nil, 0, err
 			}
 		}
 		span /= apb
 		idx := l / span
 		l %= span
 		if span == 1 {
-			le.PutUint32(b[idx*4:], uint32(phys))
-			return nil
+			return b[idx*4:], apb - idx, nil
 		}
 		slot = b[idx*4:]
 	}

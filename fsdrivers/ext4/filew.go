@@ -167,7 +167,21 @@ func (w *wfs) writeData(i *winode, p []byte, off int64) (int, error) {
 						want = uint64(free)
 					}
 				}
-				s, n, err := w.allocBlocks(w.goalFor(i, t, l), want)
+				goal := w.goalFor(i, t, l)
+				var slots []byte
+				if t == nil {
+					// Indirect blocks first (as the kernel lays them
+					// out), so the data run never lacks one to be
+					// mapped through.
+					var room uint64
+					var err error
+					if slots, room, err = w.bmSlot(i, l, true, goal); err != nil {
+						werr = err
+						break
+					}
+					want = min(want, room)
+				}
+				s, n, err := w.allocBlocks(goal, want)
 				if err != nil {
 					werr = err
 					break
@@ -181,12 +195,7 @@ func (w *wfs) writeData(i *winode, p []byte, off int64) (int, error) {
 					t.list = insertExtent(t.list, extEntry{lblk: uint32(l), len: uint32(n), phys: s})
 				} else {
 					for k := uint64(0); k < n; k++ {
-						if err := w.bmSet(i, l+k, s+k); err != nil {
-							w.freeRun(s+k, n-k)
-							n = k
-							werr = err
-							break
-						}
+						le.PutUint32(slots[k*4:], uint32(s+k))
 					}
 				}
 				fresh.add(s, n)
@@ -416,7 +425,10 @@ func (w *wfs) appendDirBlock(d *winode) (uint64, []byte, error) {
 		t.list = insertExtent(t.list, extEntry{lblk: uint32(l), len: 1, phys: s})
 		err = w.writeExtents(d, t)
 	} else {
-		err = w.bmSet(d, l, s)
+		var slot []byte
+		if slot, _, err = w.bmSlot(d, l, true, s); err == nil {
+			le.PutUint32(slot, uint32(s))
+		}
 	}
 	if err != nil {
 		w.freeRun(s, 1)

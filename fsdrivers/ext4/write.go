@@ -70,11 +70,14 @@ const (
 	sbLogPerFlex    = 0x174
 	sbChecksum      = 0x3FC
 	stateErrors     = 0x2
-	maxDirtyBytes   = 32 << 20 // dirty metadata kept before an early flush
 	ext4LinkMax     = 65000
 	ext4NameMax     = 255
 	uninitItableFlg = 0x4 // EXT4_BG_INODE_ZEROED
 )
+
+// maxDirtyBytes bounds the dirty metadata kept before an early flush (a
+// variable so tests can force flushes in the middle of operations).
+var maxDirtyBytes int64 = 32 << 20
 
 var _ fsdrivers.WritableDriver = Driver{}
 
@@ -419,6 +422,9 @@ func (w *wfs) Release(ino uint64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := uint32(ino)
+	if w.closed {
+		return
+	}
 	if w.holds[n] <= 1 {
 		delete(w.holds, n)
 		if wi, err := w.loadInode(n); err == nil && wi.links() == 0 && wi.mode() != 0 {
