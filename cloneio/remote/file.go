@@ -176,6 +176,9 @@ func (f *File) readErr(n int, off int64, err error) error {
 // stopped short.
 func (f *File) once(ctx context.Context, p []byte, off int64) (int, error) {
 	f.requests.Add(1)
+	if f.opt.Logger != nil {
+		f.opt.Logger.Debug("remote range request", "url", f.name, "off", off, "len", len(p))
+	}
 	rc, err := f.obj.ReadRange(ctx, off, int64(len(p)))
 	if err != nil {
 		return 0, err
@@ -240,8 +243,11 @@ type readAhead struct {
 	sem     chan struct{}
 }
 
-// segment is one read-ahead fetch: [n·segSize, …) of the object.
+// segment is one read-ahead fetch of aligned segment n: the object's
+// bytes [from, (n+1)·segSize), from ≥ n·segSize (the first segment of a
+// run starts where the reader is, not before).
 type segment struct {
+	from int64
 	done chan struct{}
 	data []byte
 	err  error
@@ -258,6 +264,9 @@ const (
 	// seqGap: a read starting this close after the previous end still
 	// counts as sequential (small records between frames).
 	seqGap = 256 << 10
+	// seqIgnore: reads smaller than this (index nodes, commit records,
+	// tiny frames) neither start nor break a sequential run.
+	seqIgnore = 16 << 10
 )
 
 func (r *readAhead) init(f *File) {
@@ -272,8 +281,16 @@ func (r *readAhead) maxWindow() int64 { return int64(2 * r.f.opt.parallel()) }
 // saw records a read the segments did not serve, and starts reading
 // ahead once the reads look sequential.
 func (r *readAhead) saw(off, n int64) {
+	if n < seqIgnore {
+		return // an index node or record between the frames: not a change of course
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.sawLocked(off, n)
+}
+
+// sawLocked is saw with r.mu held.
+func (r *readAhead) sawLocked(off, n int64) {
 	if off >= r.lastEnd-seqGap && off <= r.lastEnd+seqGap {
 		r.seqRun += n
 	} else {
@@ -298,7 +315,9 @@ func (r *readAhead) ahead(pos int64) {
 	}
 	first := pos / segSize
 	for s := range r.segs {
-		if s < first {
+		// One segment of slack: parallel readers (verify's workers)
+		// are not all at the same place.
+		if s < first-1 {
 			delete(r.segs, s)
 		}
 	}
@@ -306,7 +325,7 @@ func (r *readAhead) ahead(pos int64) {
 		if _, ok := r.segs[s]; ok {
 			continue
 		}
-		sg := &segment{done: make(chan struct{})}
+		sg := &segment{from: max(s*segSize, pos), done: make(chan struct{})}
 		r.segs[s] = sg
 		go r.fetch(s, sg)
 	}
@@ -321,10 +340,9 @@ func (r *readAhead) fetch(s int64, sg *segment) {
 		sg.err = r.f.ctx.Err()
 		return
 	}
-	off := s * segSize
-	n := min(int64(segSize), r.f.id.Size-off)
+	n := min((s+1)*segSize, r.f.id.Size) - sg.from
 	buf := make([]byte, n)
-	if err := r.f.fetch(r.f.ctx, buf, off); err != nil {
+	if err := r.f.fetch(r.f.ctx, buf, sg.from); err != nil {
 		sg.err = err
 		return
 	}
@@ -340,7 +358,7 @@ func (r *readAhead) serve(p []byte, off int64) bool {
 	var segs []*segment
 	for s := off / segSize; s*segSize < end; s++ {
 		sg, ok := r.segs[s]
-		if !ok {
+		if !ok || sg.from > max(off, s*segSize) {
 			r.mu.Unlock()
 			return false
 		}
@@ -366,13 +384,14 @@ func (r *readAhead) serve(p []byte, off int64) bool {
 	}
 	for i, sg := range segs {
 		s := off/segSize + int64(i)
-		lo, hi := max(off, s*segSize), min(end, s*segSize+int64(len(sg.data)))
-		copy(p[lo-off:hi-off], sg.data[lo-s*segSize:hi-s*segSize])
+		lo, hi := max(off, s*segSize), min(end, sg.from+int64(len(sg.data)))
+		copy(p[lo-off:hi-off], sg.data[lo-sg.from:hi-sg.from])
 	}
-	r.mu.Lock()
-	r.lastEnd = max(r.lastEnd, end)
-	r.ahead(end)
-	r.mu.Unlock()
+	if int64(len(p)) >= seqIgnore {
+		r.mu.Lock()
+		r.sawLocked(off, int64(len(p)))
+		r.mu.Unlock()
+	}
 	return true
 }
 

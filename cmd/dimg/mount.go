@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dimg-project/dimg/cloneio/remote"
 	"github.com/dimg-project/dimg/cloneio/source"
 	"github.com/dimg-project/dimg/fusefs"
 )
@@ -110,9 +112,12 @@ func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
 	if err := checkMountFlags(fl); err != nil {
 		return err
 	}
+	if fl.rw && remote.IsURL(imgPath) {
+		return usagef("mount: --rw writes commits into IMAGE, which must be a local file; %s is a URL (mount it read-only, or download it first)", imgPath)
+	}
 	if fl.background && fl.readyFD == 0 {
 		quiet, _ := cmd.Flags().GetBool("quiet")
-		return mountBackground(imgPath, dir, fl, quiet)
+		return mountBackground(cmd, imgPath, dir, fl, quiet)
 	}
 	var ready *os.File
 	if fl.readyFD != 0 {
@@ -156,7 +161,11 @@ func runMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) error {
 // startMount opens the image and mounts it read-only.
 func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*mountSession, error) {
 	// Refuse a bad mountpoint before the (possibly slow) image open.
-	if err := fusefs.CheckMountpoint(dir, imgPath); err != nil {
+	imgFile := imgPath
+	if remote.IsURL(imgPath) {
+		imgFile = "" // not a file that could be under the mountpoint
+	}
+	if err := fusefs.CheckMountpoint(dir, imgFile); err != nil {
 		return nil, err
 	}
 	log, err := mountLogger(fl.logFile)
@@ -172,7 +181,10 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*mountS
 		src.Close()
 		return nil, err
 	}
-	abs, _ := filepath.Abs(imgPath)
+	abs := ""
+	if imgFile != "" {
+		abs, _ = filepath.Abs(imgFile)
+	}
 	m, err := fusefs.Mount(cmd.Context(), dir, src, src.Size(), d.Parts, fusefs.Options{
 		ImagePath:  abs,
 		ImageTime:  src.ModTime(),
@@ -184,7 +196,25 @@ func startMount(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*mountS
 		src.Close()
 		return nil, err
 	}
-	return &mountSession{m: m, summary: mountedList(src), finish: src.Close}, nil
+	ms := &mountSession{m: m, summary: mountedList(src), finish: src.Close}
+	if imgFile == "" {
+		// Over a network, fetch what a first look will read (superblocks,
+		// tables, the directories near the roots) in the background; it
+		// stops before the image is closed.
+		ctx, cancel := context.WithCancel(cmd.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			res := src.Prefetch(ctx, source.PrefetchOptions{})
+			log.Debug("prefetched filesystem metadata", "dirs", res.Dirs, "entries", res.Entries, "wall", res.Wall)
+		}()
+		ms.finish = func() error {
+			cancel()
+			<-done
+			return src.Close()
+		}
+	}
+	return ms, nil
 }
 
 // mountedList says what the mount shows: "disk.img, p1.img p1/ (fat32), p2.img".
@@ -224,7 +254,7 @@ const mountReadyTimeout = 2 * time.Minute
 // mountBackground re-runs dimg detached (its own session, no terminal) with
 // a pipe on which the child reports "ok" once the kernel serves the mount
 // (after notes for the user, one a line), or the error that stopped it.
-func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
+func mountBackground(cmd *cobra.Command, imgPath, dir string, fl mountFlags, quiet bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("mount --background: %w", err)
@@ -261,6 +291,12 @@ func mountBackground(imgPath, dir string, fl mountFlags, quiet bool) error {
 		}
 		if fl.raw {
 			args = append(args, "--raw")
+		}
+	}
+	// The root's flags the child needs too (the cache for a URL).
+	for _, name := range []string{"cache", "cache-size", "no-cache"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Changed {
+			args = append(args, "--"+name+"="+f.Value.String())
 		}
 	}
 	args = append(args, "--", imgPath, dir)
