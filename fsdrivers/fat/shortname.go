@@ -68,7 +68,7 @@ func shortChar(r rune, info *caseInfo) (b byte, skip bool) {
 	case r == ' ' || r == '.':
 		info.valid = false
 		return 0, true
-	case strings.ContainsRune("+,;=[]", r):
+	case strings.ContainsRune("+,;=[]\x7f", r):
 		info.valid = false
 		return '_', false
 	case r < 0x80:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dimg-project/dimg/fsdrivers"
+	"github.com/dimg-project/dimg/internal/lru"
 )
 
 // TestWriteRandom applies random operations to a volume through the writer
@@ -31,6 +32,9 @@ func TestWriteRandom(t *testing.T) {
 		{name: "fat12", bits: 12, sizeMiB: 3},
 		{name: "fat16", bits: 16, sizeMiB: 20, spc: 1},
 		{name: "fat32", bits: 32, sizeMiB: 34, spc: 1},
+		// One cached FAT page out of five: clean pages are evicted and
+		// read again, dirty ones must survive until Sync.
+		{name: "fat32-tiny-cache", bits: 32, sizeMiB: 34, spc: 1, cachePages: 1},
 		{name: "fat32-4k", bits: 32, sizeMiB: 270, sector: 4096, spc: 1}, // mtools reads FAT32 only past 65,524 clusters
 	} {
 		t.Run(v.name, func(t *testing.T) {
@@ -41,6 +45,9 @@ func TestWriteRandom(t *testing.T) {
 			t.Logf("seed %d (FATW_SEED=%d replays it)", seed, seed)
 			r := &randomRun{t: t, rnd: rand.New(rand.NewPCG(seed, 7)), mirror: t.TempDir()}
 			r.wt = wopen(t, mkfsImage(t, v))
+			if v.cachePages > 0 {
+				r.wt.w.fat.clean = lru.New[int64, []byte](v.cachePages)
+			}
 			for n := range ops {
 				r.step()
 				if n%100 == 99 {
@@ -154,6 +161,10 @@ func (r *randomRun) ok(op string, err error) bool {
 func (r *randomRun) step() {
 	w := r.wt.w
 	r.wt.tick()
+	if r.rnd.IntN(8) == 0 {
+		// Allocate from anywhere next: fragmented files, many FAT pages.
+		w.fat.hint = 2 + uint32(r.rnd.IntN(int(w.g.clusterCount)))
+	}
 	dirs, files := r.entries()
 	switch op := r.rnd.IntN(100); {
 	case op < 25 || len(files) == 0: // create and write

@@ -29,6 +29,9 @@ type wvariant struct {
 	sector  int // logical sector size, 0: mkfs default (512)
 	spc     int // sectors per cluster, 0: mkfs default
 	rootEnt int // FAT12/16 root entries, 0: mkfs default
+	// cachePages, when set, bounds the writer's clean FAT pages (tests of
+	// eviction).
+	cachePages int
 }
 
 var wvariants = []wvariant{
@@ -446,6 +449,19 @@ func TestWriteScenario(t *testing.T) {
 			compareTrees(t, snapshot(t, vol), snapshot(t, os.DirFS(mirror)))
 			if vol.Label() != "WLABEL" {
 				t.Errorf("label %q, want WLABEL kept", vol.Label())
+			}
+			// FAT16/32 entry 1 keeps its clean-shutdown bits in every copy.
+			if v.bits != 12 {
+				g := w.g
+				mask := map[int]uint32{16: 0xC000, 32: 0x0C000000}[v.bits]
+				for i := range g.numFATs {
+					b := make([]byte, 8)
+					_, err := rf.ReadAt(b, g.fatOffset+int64(i)*g.fatBytes)
+					wt.must(err)
+					if e1 := decodeEntry(b, entryByte(v.bits, 1), 1, v.bits); e1&mask != mask {
+						t.Errorf("FAT %d entry 1 is %#x: dirty", i, e1)
+					}
+				}
 			}
 			shorts := mdirShort(t, img, "/")
 			for long, short := range map[string]string{"Long File Name.txt": "LONGFI~1.TXT", ".bashrc": "BASHRC~1", "EMPTY": "EMPTY", "victim.txt": "victim.txt" /* no LFN, NT case flags */} {
