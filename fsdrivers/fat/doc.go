@@ -61,9 +61,10 @@
 //     dots are dropped from new names, as vfat does.
 //   - every FAT copy is written; FAT32's FSInfo free count and next-free
 //     hint (FSI_Free_Count, FSI_Nxt_Free) are kept right. The boot sector,
-//     its label and the root's volume-label entry are never changed; the
-//     FAT16/32 clean-shutdown bits in entry 1 are left as found (nothing is
-//     ever left half-written between Syncs that would need them).
+//     its label and the root's volume-label entry are never changed, nor
+//     the dirty marks (the boot sector's state bit, FAT16/32 entry 1's
+//     clean-shutdown and no-error bits): a volume opened clean stays clean
+//     after every Sync, and nothing is left half-written between Syncs.
 //   - new directories get "." and ".." (".." of a directory in the root is
 //     cluster 0, on FAT32 too) and grow by zeroed clusters up to 65,536
 //     entries; the FAT12/16 fixed root never grows (ENOSPC when full).
@@ -83,10 +84,11 @@
 //     are written as free in the FATs on disk (FAT has no orphan list, and
 //     fsck must find nothing lost) but stay reserved in memory until its
 //     last Release.
-//   - a volume whose FAT copies disagree, whose FAT holds values that are
-//     neither cluster numbers nor marks, whose root cannot be read, or
-//     with FAT32 mirroring disabled is refused (fsdrivers.ErrReadOnly): which
-//     copy is right is fsck.fat's call.
+//   - a volume marked dirty (not cleanly unmounted, or disk errors
+//     recorded), whose FAT copies disagree, whose FAT holds values that are
+//     neither cluster numbers nor marks, whose root cannot be read, or with
+//     FAT32 mirroring disabled is refused (fsdrivers.ErrReadOnly), naming
+//     why: repairing it is fsck.fat's call.
 //
 // Memory: FAT12/16 tables are held whole; FAT32 tables in 64 KiB pages, at
 // most 256 unchanged ones cached, changed ones held until Sync. Loaded

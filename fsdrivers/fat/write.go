@@ -69,6 +69,9 @@ func OpenWritable(dev fsdrivers.ReadWriterAt, size int64) (fsdrivers.WritableFS,
 		orphans:   map[*node]bool{},
 		now:       time.Now,
 	}
+	if why := dirtyMark(dev, g); why != "" {
+		return nil, refuse("%s: check it with fsck.fat first", why)
+	}
 	if err := w.fat.scan(); err != nil {
 		return nil, refuse("%w", err)
 	}
@@ -92,6 +95,41 @@ func OpenWritable(dev fsdrivers.ReadWriterAt, size int64) (fsdrivers.WritableFS,
 		return nil, refuse("root directory: %w", err)
 	}
 	return w, nil
+}
+
+// dirtyMark says why the volume is marked as not cleanly unmounted, ""
+// when it is not: the boot sector's state byte (bit 0, set by Linux while
+// mounted), or FAT16/32 entry 1's clean-shutdown and no-hard-error bits
+// (cleared by Windows while mounted, and on I/O errors). fsck.fat -n
+// reports such a volume; it is refused rather than written, as its FAT
+// may be mid-change.
+func dirtyMark(dev fsdrivers.ReadWriterAt, g *geometry) string {
+	state := int64(37)
+	if g.bits == 32 {
+		state = 65
+	}
+	b := make([]byte, 4)
+	if readFull(dev, b[:1], state) != nil || b[0]&0x01 != 0 {
+		return "the boot sector's dirty bit is set (not cleanly unmounted)"
+	}
+	if g.bits == 12 {
+		return ""
+	}
+	if readFull(dev, b, g.fatOffset+int64(g.activeFAT)*g.fatBytes+entryByte(g.bits, 1)) != nil {
+		return "FAT entry 1 cannot be read"
+	}
+	e1 := decodeEntry(b, 0, 1, g.bits)
+	clean, noErr := uint32(0x8000), uint32(0x4000)
+	if g.bits == 32 {
+		clean, noErr = 0x08000000, 0x04000000
+	}
+	switch {
+	case e1&clean == 0:
+		return "FAT entry 1 marks the volume dirty (not cleanly unmounted)"
+	case e1&noErr == 0:
+		return "FAT entry 1 records disk errors"
+	}
+	return ""
 }
 
 // fatMirroringOff reads BPB_ExtFlags bit 7 of a FAT32 boot sector.

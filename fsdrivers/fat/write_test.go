@@ -629,6 +629,45 @@ func TestRefuseDamaged(t *testing.T) {
 	}
 }
 
+// TestRefuseDirty: a volume marked as not cleanly unmounted (boot sector
+// state bit, FAT entry 1 bits) is refused, as fsck.fat -n flags it.
+func TestRefuseDirty(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		v    wvariant
+		off  func(g *geometry) int64
+		b    []byte
+	}{
+		{"fat16-boot", wvariant{name: "f", bits: 16, sizeMiB: 20}, func(*geometry) int64 { return 37 }, []byte{0x01}},
+		{"fat32-boot", wvariant{name: "f", bits: 32, sizeMiB: 34, spc: 1}, func(*geometry) int64 { return 65 }, []byte{0x01}},
+		{"fat16-entry1", wvariant{name: "f", bits: 16, sizeMiB: 20}, func(g *geometry) int64 { return g.fatOffset + 2 }, []byte{0xFF, 0x7F}},
+		{"fat32-entry1", wvariant{name: "f", bits: 32, sizeMiB: 34, spc: 1}, func(g *geometry) int64 { return g.fatOffset + 4 }, []byte{0xFF, 0xFF, 0xFF, 0x07}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			img := mkfsImage(t, c.v)
+			f, err := os.OpenFile(img, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			st, _ := f.Stat()
+			g, err := readBootSector(f, st.Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := (Driver{}).OpenWritable(f, st.Size()); err != nil {
+				t.Fatalf("clean volume refused: %v", err)
+			}
+			if _, err := f.WriteAt(c.b, c.off(g)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := (Driver{}).OpenWritable(f, st.Size()); !errors.Is(err, fsdrivers.ErrReadOnly) || !strings.Contains(err.Error(), "dirty") {
+				t.Errorf("OpenWritable of a dirty volume: %v", err)
+			}
+		})
+	}
+}
+
 // TestDirLimit grows one directory to FAT's 65,536 entries: the next entry
 // is ENOSPC, every name listed, and many long names sharing a basis get
 // distinct aliases.
