@@ -46,9 +46,12 @@ type replayStats struct {
 	transactions int
 	blocks       int // blocks written to their home location
 	revoked      int // logged blocks skipped because a revoke covers them
+	escaped      int // blocks whose magic was restored
 	wrapped      bool
 	lastOrphan   uint32 // s_last_orphan after replay (the writer handles orphans)
 	journalErrno int32  // the error the kernel recorded in the journal, 0 if none
+	jcompat      uint32 // the journal's feature flags
+	jincompat    uint32
 }
 
 // journal reads an internal journal (a file in the filesystem).
@@ -114,6 +117,7 @@ func replay(dev fsdrivers.ReadWriterAt, size int64) (replayStats, error) {
 	if err != nil {
 		return st, err
 	}
+	st.jcompat, st.jincompat = j.sb.compat, j.sb.incompat
 	if j.sb.start == 0 {
 		// The journal is empty (the kernel marked it so before the crash):
 		// only the flag is stale.
@@ -487,6 +491,7 @@ func (j *journal) replay(trans []jtrans, revoked map[uint64]uint32, st *replaySt
 			}
 			if tg.flags&jFlagEscape != 0 {
 				binary.BigEndian.PutUint32(b, jMagic)
+				st.escaped++
 			}
 			if _, err := j.dev.WriteAt(b, int64(tg.target)*j.bs); err != nil {
 				return fmt.Errorf("ext4: journal replay: write block %d: %w", tg.target, err)

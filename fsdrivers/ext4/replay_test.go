@@ -114,6 +114,18 @@ func copyFile(t *testing.T, src, dst string) {
 func journalWork(rounds, churn int) func(t *testing.T, dir, img string) {
 	return func(t *testing.T, dir, img string) {
 		p := func(s string, a ...any) string { return filepath.Join(dir, fmt.Sprintf(s, a...)) }
+		// syncfs, not sync: only this filesystem's transactions matter,
+		// and a global sync waits for every other disk on the machine.
+		d, err := os.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		sync := func() {
+			if err := unix.Syncfs(int(d.Fd())); err != nil {
+				t.Fatalf("syncfs: %v", err)
+			}
+		}
 		for r := range rounds {
 			os.MkdirAll(p("d%d/sub", r), 0o755)
 			for i := range 40 {
@@ -130,12 +142,16 @@ func journalWork(rounds, churn int) func(t *testing.T, dir, img string) {
 			os.Link(p("d%d/f2", r), p("d%d/sub/hard", r))
 			os.Rename(p("d%d/f3", r), p("d%d/sub/moved", r))
 			unix.Setxattr(p("d%d/f4", r), "user.round", []byte(fmt.Sprint(r)), 0)
-			unix.Sync()
+			// Data starting with the jbd2 magic: with data=journal the log
+			// holds it escaped.
+			esc := bytes.Repeat([]byte{0xC0, 0x3B, 0x39, 0x98, byte(r)}, 2000)
+			os.WriteFile(p("d%d/escaped", r), esc, 0o644)
+			sync()
 			if r > 0 {
 				os.Remove(p("d%d/frag", r-1))
 				os.RemoveAll(p("d%d/sub", r-1))
 			}
-			unix.Sync()
+			sync()
 		}
 		// The kernel moves the log's tail after about a quarter of the
 		// log: transactions of varying sizes keep that from lining up
@@ -144,7 +160,7 @@ func journalWork(rounds, churn int) func(t *testing.T, dir, img string) {
 			for k := range i%5 + 1 {
 				os.WriteFile(p("churn%d", (i+k*7)%50), []byte{byte(i)}, 0o644)
 			}
-			unix.Sync()
+			sync()
 			if logWraps(t, img) {
 				break
 			}
@@ -153,24 +169,31 @@ func journalWork(rounds, churn int) func(t *testing.T, dir, img string) {
 }
 
 var recoveryCases = []struct {
-	name      string
-	size      int64
-	opts      []string
-	mountOpts string
-	rounds    int
-	churn     int
-	wantWrap  bool
+	name        string
+	size        int64
+	opts        []string
+	mountOpts   string
+	rounds      int
+	churn       int
+	wantWrap    bool
+	wantEscaped bool
+	// journal features the case is meant to cover
+	wantCompat, wantIncompat uint32
 }{
 	// Debian's defaults: csum v3 tags with 64-bit block numbers.
-	{name: "ext4", size: 64 << 20, opts: []string{"-t", "ext4", "-b", "4096"}, rounds: 3},
+	{name: "ext4", size: 32 << 20, opts: []string{"-t", "ext4", "-b", "4096"}, rounds: 2,
+		wantIncompat: jIncompatCsumV3 | jIncompat64bit | jIncompatRevoke},
 	// v3 tags without 64-bit numbers, a 1 MiB log that wraps.
-	{name: "ext4-1k-wrap", size: 64 << 20, opts: []string{"-t", "ext4", "-b", "1024", "-O", "^64bit", "-J", "size=1"},
-		rounds: 2, churn: 400, wantWrap: true},
+	{name: "ext4-1k-wrap", size: 32 << 20, opts: []string{"-t", "ext4", "-b", "1024", "-O", "^64bit", "-J", "size=1"},
+		rounds: 2, churn: 400, wantWrap: true, wantIncompat: jIncompatCsumV3},
 	// No metadata_csum: v1 commit checksums and async commits.
-	{name: "ext4-async", size: 64 << 20, opts: []string{"-t", "ext4", "-O", "^metadata_csum,^64bit"},
-		mountOpts: "journal_checksum,journal_async_commit,data=writeback", rounds: 3},
-	// ext3: a block-mapped journal, no checksums, 32-bit tags.
-	{name: "ext3", size: 64 << 20, opts: []string{"-t", "ext3"}, rounds: 3},
+	{name: "ext4-async", size: 32 << 20, opts: []string{"-t", "ext4", "-O", "^metadata_csum,^64bit"},
+		mountOpts: "journal_checksum,journal_async_commit,data=writeback", rounds: 2,
+		wantCompat: jCompatChecksum, wantIncompat: jIncompatAsyncCommit},
+	// ext3: a block-mapped journal, no checksums, 32-bit tags; file data
+	// journaled too, so blocks starting with the jbd2 magic are escaped.
+	{name: "ext3", size: 32 << 20, opts: []string{"-t", "ext3"}, mountOpts: "data=journal", rounds: 2,
+		wantEscaped: true},
 }
 
 // TestReplayMatchesE2fsck leaves filesystems needing recovery through a
@@ -197,9 +220,17 @@ func TestReplayMatchesE2fsck(t *testing.T) {
 			if err != nil {
 				t.Fatalf("replay: %v", err)
 			}
-			t.Logf("replayed %d transactions, %d blocks, %d revoked, wrapped %v", st.transactions, st.blocks, st.revoked, st.wrapped)
+			t.Logf("replayed %d transactions, %d blocks, %d revoked, wrapped %v; journal features compat %#x incompat %#x",
+				st.transactions, st.blocks, st.revoked, st.wrapped, st.jcompat, st.jincompat)
+			if c.wantIncompat != 0 && st.jincompat&c.wantIncompat != c.wantIncompat || st.jcompat&c.wantCompat != c.wantCompat {
+				t.Errorf("journal features compat %#x incompat %#x, want %#x %#x: the case does not test what it says",
+					st.jcompat, st.jincompat, c.wantCompat, c.wantIncompat)
+			}
 			if st.blocks == 0 || st.transactions == 0 {
 				t.Errorf("nothing replayed")
+			}
+			if c.wantEscaped && st.escaped == 0 {
+				t.Errorf("no escaped block replayed: the test does not cover escaping")
 			}
 			if c.wantWrap && !st.wrapped {
 				t.Errorf("the log did not wrap: the test does not cover wrapping")
@@ -532,7 +563,10 @@ func FuzzReplay(f *testing.F) {
 // the kernel sees both.
 func TestWriteAfterReplay(t *testing.T) {
 	need(t, "mke2fs", "e2fsck")
-	img := needsRecovery(t, 64<<20, []string{"-t", "ext4", "-b", "4096"}, "", journalWork(2, 0))
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if err := os.WriteFile(img, needsRecoveryImage(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	w := openW(t, img)
 	a, err := w.Create(w.Root(), "after-replay", fsdrivers.ModeFile|0o644, 0, fsdrivers.Owner{})
 	if err != nil {
