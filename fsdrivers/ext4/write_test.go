@@ -333,6 +333,9 @@ var writeConfigs = []wConfig{
 	{"ext3", 64 << 20, []string{"-t", "ext3"}, true, false},
 	{"ext2", 32 << 20, []string{"-t", "ext2", "-b", "2048"}, true, false},
 	{"ext4-64k", 256 << 20, []string{"-t", "ext4", "-b", "65536"}, false, true},
+	{"ext4-orphanfile-seed", 64 << 20, []string{"-t", "ext4", "-O", "orphan_file,metadata_csum_seed"}, true, true},
+	{"ext4-metabg-2k", 64 << 20, []string{"-t", "ext4", "-b", "2048", "-O", "meta_bg,^resize_inode"}, true, true},
+	{"ext4-nojournal-sparse2", 64 << 20, []string{"-t", "ext4", "-O", "^has_journal,sparse_super2"}, true, true},
 }
 
 func TestWriteOperations(t *testing.T) {
