@@ -119,8 +119,11 @@ type shortPlan struct {
 // makeShort builds the short name for long name name (already cleaned);
 // taken reports whether an 11-byte short name is in use in the directory.
 // ok is false when no basis can be made (a name of only dots and spaces
-// never reaches here).
-func makeShort(name string, taken func([11]byte) bool) (shortPlan, bool) {
+// never reaches here). tails, when not nil, remembers per basis the first
+// numeric tail not yet tried, so adding many names with one basis stays
+// linear; the caller drops it when an entry is removed, so a freed lower
+// tail is found again, as vfat and mtools would.
+func makeShort(name string, taken func([11]byte) bool, tails map[[11]byte]int) (shortPlan, bool) {
 	u := []rune(name)
 	// The extension starts after the last dot, unless only dots and
 	// spaces precede that dot (".bashrc" is all base) or it ends the name.
@@ -214,7 +217,12 @@ func makeShort(name string, taken func([11]byte) bool) (shortPlan, bool) {
 		}
 	}
 	p.needs = true
-	for n := 1; n < 1000000; n++ {
+	basis := p.raw
+	start := 1
+	if tails != nil && tails[basis] > 0 {
+		start = tails[basis]
+	}
+	for n := start; n < 1000000; n++ {
 		tail := "~" + strconv.Itoa(n)
 		keep := min(len(base), 8-len(tail))
 		if n < 10 {
@@ -222,6 +230,9 @@ func makeShort(name string, taken func([11]byte) bool) (shortPlan, bool) {
 		}
 		fill(append(append([]byte(nil), base[:keep]...), tail...))
 		if !taken(p.raw) {
+			if tails != nil {
+				tails[basis] = n + 1
+			}
 			return p, true
 		}
 	}

@@ -142,6 +142,8 @@ type dirData struct {
 	kids   map[int]*node // short-entry slot -> node
 	names  map[string]*node
 	shorts map[string]*node
+	raws   map[[11]byte]*node // by short name bytes, upper-cased: alias checks
+	tails  map[[11]byte]int   // makeShort's numeric-tail memo, nil after a removal
 	// freeFrom is a lower bound of the free slots: every slot before it
 	// is in use, so adding many entries does not rescan a big directory.
 	freeFrom int
@@ -165,6 +167,23 @@ func fold(s string) string {
 
 func shortKey(raw []byte) string { return fold(shortName(raw, 0)) }
 
+// rawKey is a short name's 11 bytes as compared for uniqueness: ASCII
+// upper-cased (names from other tools may hold lower case), a leading 0x05
+// read as the 0xE5 it stands for.
+func rawKey(raw []byte) [11]byte {
+	var k [11]byte
+	copy(k[:], raw)
+	if k[0] == 0x05 {
+		k[0] = 0xE5
+	}
+	for i, c := range k {
+		if 'a' <= c && c <= 'z' {
+			k[i] = c - 'a' + 'A'
+		}
+	}
+	return k
+}
+
 // index registers n as a child of d.
 func (d *dirData) index(n *node) {
 	d.kids[n.slot] = n
@@ -173,6 +192,9 @@ func (d *dirData) index(n *node) {
 	}
 	if k := shortKey(n.ent[:11]); d.shorts[k] == nil {
 		d.shorts[k] = n
+	}
+	if k := rawKey(n.ent[:11]); d.raws[k] == nil {
+		d.raws[k] = n
 	}
 }
 
@@ -184,6 +206,10 @@ func (d *dirData) unindex(n *node) {
 	if k := shortKey(n.ent[:11]); d.shorts[k] == n {
 		delete(d.shorts, k)
 	}
+	if k := rawKey(n.ent[:11]); d.raws[k] == n {
+		delete(d.raws, k)
+	}
+	d.tails = nil
 }
 
 // find looks a name up as Windows and Linux do: case-insensitively, long
@@ -197,9 +223,19 @@ func (d *dirData) find(name string) *node {
 	return d.shorts[k]
 }
 
+// taken reports whether a short name is in use in d, as an alias or (a
+// corner case) as someone's long name.
 func (d *dirData) taken(raw [11]byte) bool {
+	if d.raws[rawKey(raw[:])] != nil {
+		return true
+	}
 	k := shortKey(raw[:])
 	return d.shorts[k] != nil || d.names[k] != nil
+}
+
+// newDirData is an empty directory's contents.
+func newDirData() *dirData {
+	return &dirData{dirty: map[int]bool{}, kids: map[int]*node{}, names: map[string]*node{}, shorts: map[string]*node{}, raws: map[[11]byte]*node{}}
 }
 
 // blockSize is the unit in which dir's bytes are written back.
@@ -229,7 +265,7 @@ func (w *wfs) loadDir(n *node) (*dirData, error) {
 		return n.dir, nil
 	}
 	g := w.g
-	d := &dirData{dirty: map[int]bool{}, kids: map[int]*node{}, names: map[string]*node{}, shorts: map[string]*node{}}
+	d := newDirData()
 	if n == w.root && g.bits != 32 {
 		d.fixed = true
 		d.raw = make([]byte, g.rootBytes)
@@ -442,7 +478,10 @@ func (w *wfs) freeSlots(dir *node, k int) (int, error) {
 // cluster and size; its name bytes are replaced) and returns where it is.
 func (w *wfs) addEntry(dir *node, name string, body [entrySize]byte) (slot, lfn int, ent [entrySize]byte, err error) {
 	d := dir.dir
-	plan, ok := makeShort(name, d.taken)
+	if d.tails == nil {
+		d.tails = map[[11]byte]int{}
+	}
+	plan, ok := makeShort(name, d.taken, d.tails)
 	if !ok {
 		return 0, 0, ent, fmt.Errorf("fat: no 8.3 alias for %q: %w", name, syscall.EINVAL)
 	}

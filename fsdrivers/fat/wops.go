@@ -343,7 +343,8 @@ func (w *wfs) Mkdir(dir uint64, name string, mode uint32, owner fsdrivers.Owner)
 	n := &node{ino: w.nextIno, parent: d, slot: slot, lfn: lfn, name: clean, ent: ent, ch: &extents{}}
 	n.ch.add(cl[0])
 	w.nextIno++
-	n.dir = &dirData{raw: make([]byte, w.g.clusterSize), dirty: map[int]bool{}, kids: map[int]*node{}, names: map[string]*node{}, shorts: map[string]*node{}}
+	n.dir = newDirData()
+	n.dir.raw = make([]byte, w.g.clusterSize)
 	dot, dotdot := body, body
 	copy(dot[:11], ".          ")
 	copy(dotdot[:11], "..         ")

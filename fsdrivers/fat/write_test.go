@@ -46,7 +46,7 @@ var wvariants = []wvariant{
 // mkfsImage formats a new image file for v and returns its path.
 func mkfsImage(t testing.TB, v wvariant, extra ...string) string {
 	t.Helper()
-	needTools(t, "mkfs.fat", "fsck.fat", "mdir", "mcopy")
+	needTools(t, "mkfs.fat", "fsck.fat", "mdir", "mcopy", "mdel")
 	img := filepath.Join(t.TempDir(), v.name+".img")
 	f, err := os.Create(img)
 	if err != nil {
@@ -236,14 +236,14 @@ func TestShortNameAliases(t *testing.T) {
 		{"日本語.txt", "___~1   TXT", 0, true},
 		{"123.txt", "123     TXT", ntLowerExt, false},
 	} {
-		p, ok := makeShort(c.long, isTaken)
+		p, ok := makeShort(c.long, isTaken, nil)
 		if !ok || string(p.raw[:]) != c.raw || p.nt != c.nt || p.needs != c.lfn {
 			t.Errorf("%q: got %q nt %#x lfn %v ok %v, want %q nt %#x lfn %v", c.long, p.raw, p.nt, p.needs, ok, c.raw, c.nt, c.lfn)
 		}
 	}
 	// Numeric tails count up past 9, the base shrinking to fit.
 	for i := 1; i <= 12; i++ {
-		p, _ := makeShort("Long File Name.txt", isTaken)
+		p, _ := makeShort("Long File Name.txt", isTaken, nil)
 		taken[string(p.raw[:])] = true
 		want := fmt.Sprintf("LONGFI~%d", i)
 		if i >= 10 {
@@ -277,11 +277,22 @@ func TestAliasesLikeMtools(t *testing.T) {
 		}
 		mustTool(t, "mcopy", "-i", ref, filepath.Join(src, n), "::/"+n)
 	}
+	// A freed alias is found again: both sides delete the first name and
+	// add another with its basis.
+	mustTool(t, "mdel", "-i", ref, "::/"+names[0])
+	later := "Long File Name 9.txt"
+	if err := os.WriteFile(filepath.Join(src, later), []byte(later), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustTool(t, "mcopy", "-i", ref, filepath.Join(src, later), "::/"+later)
 	img := mkfsImage(t, v)
 	wt := wopen(t, img)
 	for _, n := range names {
 		wt.create("/", n, []byte(n))
 	}
+	wt.must(wt.w.Unlink(wt.w.Root(), names[0]))
+	wt.create("/", later, []byte(later))
+	names = append(names[1:], later)
 	wt.close()
 	want, got := mdirShort(t, ref, "/"), mdirShort(t, img, "/")
 	if len(want) != len(names) {
