@@ -5,7 +5,7 @@ BIN      := bin/dimg
 DEMO     := build/demo
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build test demo bench crash fuzz deps vet clean
+.PHONY: all build test test-seaweedfs demo bench crash fuzz deps vet clean
 
 all: build
 
@@ -24,6 +24,13 @@ vet:
 # root-only integration tests (they skip with the reason when not root).
 test: deps vet
 	$(GO) test -timeout 25m -p 2 ./...
+
+# The S3 upload and read tests against a real S3 server: SeaweedFS's S3
+# gateway on loopback (make test uses gofakes3, in process). Builds weed
+# once into ~/.cache/dimg-s3test (minutes).
+test-seaweedfs: deps
+	./scripts/build-weed.sh
+	DIMG_TEST_S3=seaweedfs $(GO) test -count=1 -timeout 20m -run 'S3' ./cloneio/objstore/... ./cmd/dimg
 
 # Builds dimg, generates a sample disk, captures it, shows info, restores
 # it and verifies it, printing each step.

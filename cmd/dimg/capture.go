@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio"
+	"github.com/dimg-project/dimg/cloneio/objstore"
 	"github.com/dimg-project/dimg/imagefmt"
 )
 
@@ -36,13 +37,20 @@ method later.
 
 IMAGE is written under a temporary name and renamed when complete, so an
 interrupted capture never leaves a file that looks like an image. IMAGE may be
-"-" to write to standard output (a pipe or socket).`,
+"-" to write to standard output (a pipe or socket).
+
+IMAGE may also be a URL: s3://BUCKET/KEY streams the image into an S3 multipart
+upload (no local copy; AWS, MinIO, Ceph RGW, SeaweedFS...: credentials, region
+and endpoint come from the AWS environment and files, see 'dimg push --help'),
+completed only when the capture is; http(s)://... PUTs it to a WebDAV server
+under a temporary name and MOVEs it into place.`,
 		Example: `  dimg capture /dev/sdb backup.dimg
   dimg capture disk.raw disk.dimg --force
   dimg capture /dev/sdb - | ssh host 'cat > backup.dimg'
   dimg capture /dev/sdb - | dimg restore - /dev/sdc
   dimg capture --compress zstd /dev/sdb backup.dimg
-  dimg capture --compress zstd:6 /dev/sdb - | ssh host 'cat > backup.dimg'`,
+  dimg capture --compress zstd:6 /dev/sdb - | ssh host 'cat > backup.dimg'
+  dimg capture /dev/sdb s3://backups/host1/sdb.dimg`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			comp, err := parseCompress(compress)
@@ -82,7 +90,7 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 	if chunkSize != 0 && (chunkSize < imagefmt.MinChunkSize || chunkSize > imagefmt.MaxChunkSize || chunkSize&(chunkSize-1) != 0) {
 		return usagef("--chunk-size %d: must be a power of two from %d to %d", chunkSize, imagefmt.MinChunkSize, imagefmt.MaxChunkSize)
 	}
-	if imgPath != "-" {
+	if imgPath != "-" && !objstore.IsURL(imgPath) {
 		// With --force the image would replace the disk it is read from.
 		if err := cloneio.CheckDistinct(srcPath, imgPath); err != nil {
 			return err
@@ -101,9 +109,21 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 	// exists (no --force) or cannot be created is refused at once.
 	var out io.Writer
 	var af *cloneio.AtomicFile
-	if imgPath == "-" {
+	var up objstore.Upload
+	prog := newProgress(cmd, "capture")
+	switch {
+	case imgPath == "-":
 		out = os.Stdout
-	} else {
+	case objstore.IsURL(imgPath):
+		// The bytes the server has taken are shown beside the capture's
+		// own count: on a slow link the upload is what lags.
+		if up, err = objstore.Create(ctx, imgPath, objstore.UploadOptions{Force: force, Progress: uploadNote(prog)}); err != nil {
+			return err
+		}
+		defer up.Abort() // no-op after Commit
+		defer onInterrupt(up.Abort)()
+		out = up
+	default:
 		if af, err = cloneio.CreateAtomic(imgPath, force); err != nil {
 			return err
 		}
@@ -118,10 +138,12 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 	for _, w := range plan.Info.Warnings {
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)
 	}
-	prog := newProgress(cmd, "capture")
 	res, err := cloneio.Capture(ctx, src, plan, out, cloneio.CaptureOptions{
 		ChunkSize: chunkSize, ToolVersion: "dimg " + version, Progress: prog, Compression: comp,
 	})
+	if err == nil && up != nil {
+		err = up.Commit() // the last parts go up with the bar still drawn
+	}
 	prog.Finish()
 	if err != nil {
 		return err
@@ -131,6 +153,7 @@ func runCapture(cmd *cobra.Command, srcPath, imgPath string, force, sector bool,
 			return err
 		}
 	}
+
 	summary := map[string]any{
 		"image": imgPath, "source": srcPath, "disk_bytes": res.DiskBytes, "image_bytes": res.ImageBytes,
 		"read_bytes": res.ReadBytes, "stored_chunks": res.StoredChunks, "zero_chunks": res.ZeroChunks,

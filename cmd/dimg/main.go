@@ -25,7 +25,7 @@ var commands = []func() *cobra.Command{
 	newVerifyCmd,
 	newCloneCmd,
 	newMountCmd, newRecoverCmd, newLsCmd, newCatCmd, newExtractCmd,
-	newSendCmd, newReceiveCmd,
+	newSendCmd, newReceiveCmd, newPushCmd,
 	newAddCmd, newPutCmd, newRmCmd, newMkdirCmd, newMvCmd, newChmodCmd, newChownCmd, newLnCmd,
 	newLogCmd, newRevertCmd, newFlattenCmd, newCompactCmd, newConvertCmd,
 	newCacheCmd,
