@@ -756,3 +756,87 @@ func TestNoEditNoWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteConcurrent: goroutines editing their own directories, one more
+// listing and syncing, leave a clean volume with every file's content
+// (run it with -race).
+func TestWriteConcurrent(t *testing.T) {
+	img := mkfsImage(t, wvariant{name: "fat32", bits: 32, sizeMiB: 34, spc: 1})
+	wt := wopen(t, img)
+	w := wt.w
+	const workers, files = 4, 40
+	dirs := make([]uint64, workers)
+	for i := range dirs {
+		dirs[i] = wt.mkdir("/", fmt.Sprintf("worker %d", i))
+	}
+	errs := make(chan error, workers+1)
+	stop := make(chan struct{})
+	for i := range workers {
+		go func() {
+			errs <- func() error {
+				for j := range files {
+					name := fmt.Sprintf("file number %d.bin", j)
+					a, err := w.Create(dirs[i], name, fsdrivers.ModeFile|0o644, 0, fsdrivers.Owner{})
+					if err != nil {
+						return err
+					}
+					data := bytes.Repeat([]byte{byte(i), byte(j)}, 700*(j%5+1))
+					if _, err := w.WriteAt(a.Ino, data, 0); err != nil {
+						return err
+					}
+					got := make([]byte, len(data))
+					if _, err := w.ReadAt(a.Ino, got, 0); err != nil && err != io.EOF {
+						return err
+					}
+					if !bytes.Equal(got, data) {
+						return fmt.Errorf("worker %d file %d reads back wrong", i, j)
+					}
+					if j%4 == 0 {
+						if err := w.Rename(dirs[i], name, dirs[(i+1)%workers], fmt.Sprintf("moved %d-%d", i, j), 0); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	go func() {
+		errs <- func() error {
+			for {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if _, err := w.ReadDir(w.Root()); err != nil {
+					return err
+				}
+				if _, err := w.Statfs(); err != nil {
+					return err
+				}
+				if err := w.Sync(); err != nil {
+					return err
+				}
+			}
+		}()
+	}()
+	for range workers {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("workers did not finish in 60 s")
+		}
+	}
+	close(stop)
+	if err := <-errs; err != nil {
+		t.Error(err)
+	}
+	wt.close()
+	if n := len(mdirPaths(t, img)); n != workers*(files+1) {
+		t.Errorf("mdir lists %d paths, want %d", n, workers*(files+1))
+	}
+}
