@@ -132,8 +132,8 @@ func (v *Volume) extentNode(ino *inode, blk uint64, want uint16) (*extNode, erro
 	where := extLoc{ino.num, blk}
 	var n *extNode
 	var err error
-	if v.overlay != nil && v.overlay(blk) != nil {
-		n, err = v.loadExtNode(ino, where) // being changed: not cached
+	if b := v.overlayBlock(blk); b != nil {
+		n, err = v.checkExtNode(ino, where, b) // being changed: not cached
 	} else {
 		n, err = v.nodes.Get(blk, func() (*extNode, error) { return v.loadExtNode(ino, where) })
 	}
@@ -152,6 +152,19 @@ func (v *Volume) loadExtNode(ino *inode, where extLoc) (*extNode, error) {
 	if err := v.readFull(b, int64(where.blk)<<v.blockBits); err != nil {
 		return nil, fmt.Errorf("ext4: read %s: %w", where, err)
 	}
+	return v.checkExtNode(ino, where, b)
+}
+
+// overlayBlock is the writer's live buffer of blk, nil when not changed.
+func (v *Volume) overlayBlock(blk uint64) []byte {
+	if v.overlay == nil {
+		return nil
+	}
+	return v.overlay(blk)
+}
+
+// checkExtNode parses an extent block and verifies its checksum.
+func (v *Volume) checkExtNode(ino *inode, where extLoc, b []byte) (*extNode, error) {
 	n, err := v.parseExtNode(b, where)
 	if err != nil {
 		return nil, err
