@@ -535,6 +535,8 @@ func (w *wfs) makeIndexed(d *winode, name []byte, ino uint32, ft uint8) error {
 	if err != nil {
 		return err
 	}
+	w.initLeaf(b1)
+	w.leafCsum(d, b1)
 	l2, b2, err := w.appendDirBlock(d)
 	if err != nil {
 		return err // l1 stays an empty leaf of the linear directory: valid

@@ -71,6 +71,15 @@ func TestWriteHtreeGrowShrink(t *testing.T) {
 			if len(ents) != len(names) {
 				t.Fatalf("ReadDir: %d entries, want %d", len(ents), len(names))
 			}
+			// The index must have grown to two levels with 1 KiB blocks.
+			wf := p.w.(*wfs)
+			di, err := wf.loadInode(uint32(d))
+			must(t, err)
+			root, err := wf.v.dirBlock(wf.quick(di), 0)
+			must(t, err)
+			if levels := root[dxInfoLevels]; di.flags()&flagIndex == 0 || (c.name == "ext4-1k") != (levels == 1) {
+				t.Errorf("htree flag %v, %d index levels", di.flags()&flagIndex != 0, levels+1)
+			}
 			p.stampTimes()
 			must(t, p.w.Sync())
 			checkImage(t, img, p.host, c.kernel)
@@ -80,6 +89,11 @@ func TestWriteHtreeGrowShrink(t *testing.T) {
 				}
 			}
 			p.rename("d/"+names[0], "d/renamed-into-the-same-directory", 0)
+			// Grow again into the space the removals left.
+			for k := range c.entries / 4 {
+				p.write(fmt.Sprintf("d/again-%d-%s", k, strings.Repeat("y", r.IntN(60))), nil, 0)
+			}
+			p.rename("d/"+names[5], "d/"+names[10], 0) // over an entry
 			p.stampTimes()
 			must(t, p.w.Close())
 			checkImage(t, img, p.host, c.kernel)
