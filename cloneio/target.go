@@ -222,3 +222,21 @@ func (t *Target) abort() {
 	}
 	t.f.Close()
 }
+
+// TargetCapacity is how many bytes a block device at path holds; 0 for
+// anything else (a file target is as large as it is made).
+func TargetCapacity(path string) (int64, error) {
+	if !isBlockDevice(path) {
+		return 0, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	d, err := describe(f, path)
+	if err != nil {
+		return 0, err
+	}
+	return d.Size, nil
+}

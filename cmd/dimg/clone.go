@@ -23,12 +23,14 @@ func newCloneCmd() *cobra.Command {
 a file) without an intermediate image: only the bytes the filesystems use, plus
 partition tables and boot areas, reading and writing in parallel.
 
-TARGET must be at least as large as SOURCE. On a larger target the GPT backup
-moves to the end; --grow also extends the last partition and its filesystem.
---verify reads TARGET back and checks it against checksums taken from SOURCE.`,
+On a larger target the GPT backup moves to the end; --grow also extends the last
+partition and its filesystem. --verify reads TARGET back and checks it against
+checksums taken from SOURCE.
+`+shrinkHelp,
 		Example: `  dimg clone /dev/sdb /dev/sdc --verify
   dimg clone /dev/sdb /dev/sdc --grow --new-disk-guid
-  dimg clone disk.raw copy.raw`,
+  dimg clone disk.raw copy.raw
+  dimg clone --shrink /dev/sdb /dev/sdc     # onto a smaller disk`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runClone(cmd, args[0], args[1], sector, opt)
@@ -41,6 +43,7 @@ moves to the end; --grow also extends the last partition and its filesystem.
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
 	f.BoolVar(&sector, "sector", false, "copy every sector, ignoring filesystems")
 	addLayoutFlags(cmd, &opt.layout)
+	addShrinkFlags(cmd, &opt.shrink)
 	return cmd
 }
 
@@ -59,8 +62,17 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 		return err
 	}
 	defer src.Close()
-	if size != 0 && size < src.Size {
-		return fmt.Errorf("%w: --size %d is smaller than %s (%d bytes); nothing was written", cloneio.ErrTooSmall, size, srcPath, src.Size)
+	target := size
+	if n, err := cloneio.TargetCapacity(targetPath); err != nil {
+		return err
+	} else if n > 0 {
+		target = n
+	}
+	if needsShrink(target, src.Size, opt.shrink) {
+		if sector {
+			return usagef("clone: --sector copies every sector as it is; it cannot lay the disk out anew for a smaller target")
+		}
+		return runShrink(cmd, "clone", src, src.Size, src.SectorSize, 0, srcPath, targetPath, target, opt)
 	}
 	if w := cloneio.SourceWarning(src); w != "" {
 		fmt.Fprintf(os.Stderr, "dimg: warning: %s\n", w)

@@ -33,13 +33,17 @@ IMAGE may be "-" to read the image from standard input. An image with several
 commits restores its newest commit, from a file or a pipe; --at N restores commit N
 (a file only). A delta image restores the disk it composes with the images under it
 (--base PATH when its base moved); a delta cannot come through a pipe, since its
-base's chunks are not in it, and is refused before anything is written.`,
+base's chunks are not in it, and is refused before anything is written.
+`+shrinkHelp,
 		Example: `  dimg restore backup.dimg /dev/sdc
   dimg restore backup.dimg disk.raw
   dimg restore --verify backup.dimg /dev/sdc
   ssh host 'cat backup.dimg' | dimg restore - /dev/sdc
   dimg restore --at 2 golden.dimg /dev/sdc      # the state of commit 2 (dimg log)
-  dimg restore patch.dimg disk.raw               # a delta: reads golden.dimg under it`,
+  dimg restore patch.dimg disk.raw               # a delta: reads golden.dimg under it
+  dimg restore --dry-run backup.dimg /dev/sdd     # a smaller disk: print the plan
+  dimg restore --shrink backup.dimg /dev/sdd      # ... and write it
+  dimg restore --shrink --size 3G backup.dimg small.raw`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRestore(cmd, args[0], args[1], opt)
@@ -51,6 +55,7 @@ base's chunks are not in it, and is refused before anything is written.`,
 	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the image does not use")
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
 	addLayoutFlags(cmd, &opt.layout)
+	addShrinkFlags(cmd, &opt.shrink)
 	addImageFlags(cmd)
 	return cmd
 }
@@ -58,6 +63,7 @@ base's chunks are not in it, and is refused before anything is written.`,
 type restoreFlags struct {
 	force, verify, discard, json bool
 	layout                       layoutFlags
+	shrink                       shrinkFlags
 }
 
 // layoutFlags are shared by restore and clone.
@@ -152,6 +158,16 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		if err := opt.layout.check(di.Table); err != nil {
 			return err
 		}
+	}
+	target, err := targetBytes(targetPath, opt.layout)
+	if err != nil {
+		return err
+	}
+	if needsShrink(target, hdr.DiskSize, opt.shrink) {
+		if img == nil {
+			return usagef("restore: onto a smaller target (and for --dry-run) IMAGE must be a file, not a stream: the filesystems are shrunk on an overlay of it")
+		}
+		return runShrink(cmd, "restore", img, hdr.DiskSize, hdr.SectorSize, int(hdr.ChunkSize), imgPath, targetPath, target, opt)
 	}
 	var res *cloneio.RestoreResult
 	t, lres, err := toTarget(cmd, "restore", targetPath, hdr.DiskSize, hdr.SectorSize, opt, func(t *cloneio.Target, prog progress.Reporter) (err error) {
