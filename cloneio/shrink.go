@@ -416,7 +416,7 @@ func (s *Shrinker) distribute(usable int64) []int64 {
 		}
 		end, _, _ := s.place(sizes)
 		if rest := usable - end; rest > 0 {
-			sizes[i] = min(sizes[i]+rest/int64(s.ss)*int64(s.ss), p.OldSize)
+			sizes[i] = min(sizes[i]+rest/shrinkAlign*shrinkAlign, p.OldSize)
 		}
 		break
 	}
@@ -496,8 +496,8 @@ func (s *Shrinker) Apply(ctx context.Context, plan *ShrinkPlan) (io.ReaderAt, *P
 		}
 	}
 	for _, p := range plan.Partitions {
-		if !p.Extended && p.NewStart != p.OldStart {
-			if err := s.moveFixups(p); err != nil {
+		if !p.Extended && (p.NewStart != p.OldStart || p.NewSize != p.OldSize) {
+			if err := s.fixups(p); err != nil {
 				return nil, nil, fmt.Errorf("cloneio: move partition %d (%s): %w", p.Number, p.FS, err)
 			}
 		}
@@ -530,6 +530,13 @@ func (s *Shrinker) Apply(ctx context.Context, plan *ShrinkPlan) (io.ReaderAt, *P
 	for _, p := range plan.Partitions {
 		if p.FS != "" && byNum[p.Number].FS != p.FS {
 			return nil, nil, fmt.Errorf("cloneio: shrink: partition %d held %s, the laid-out disk shows %q there", p.Number, p.FS, byNum[p.Number].FS)
+		}
+	}
+	// fixups wrote NTFS's backup boot sector into the partition's last
+	// sector too, which its used ranges do not name.
+	for _, p := range plan.Partitions {
+		if p.kind == "ntfs" && (p.NewSize != p.OldSize || p.NewStart != p.OldStart) {
+			cp.Used = mergeRanges(append(cp.Used, Range{p.NewStart + p.NewSize - int64(s.ss), int64(s.ss)}), plan.TargetBytes)
 		}
 	}
 	cp.Info.Warnings = append(cp.Info.Warnings, s.notes...)

@@ -256,10 +256,13 @@ func (s *Shrinker) resize(ctx context.Context, p ShrinkPart) error {
 	return nil
 }
 
-// moveFixups updates what a filesystem records of its partition's place:
-// the "hidden sectors" of FAT and NTFS boot sectors (and their backups),
-// which boot code uses to find the volume on the disk.
-func (s *Shrinker) moveFixups(p ShrinkPart) error {
+// fixups updates what a filesystem records of its partition's place and
+// size after it was shrunk or moved: the "hidden sectors" of FAT and NTFS
+// boot sectors (and of the FAT32 backup), which boot code uses to find the
+// volume on the disk; and NTFS's backup boot sector, which ntfsresize does
+// not write at the new end: it goes in the sector after the volume and in
+// the partition's last sector, where Windows and ntfs-3g look for it.
+func (s *Shrinker) fixups(p ShrinkPart) error {
 	if p.kind != "fat" && p.kind != "ntfs" {
 		return nil
 	}
@@ -272,34 +275,53 @@ func (s *Shrinker) moveFixups(p ShrinkPart) error {
 		return err
 	}
 	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
-	if bps < 512 {
+	if bps < 512 || bps > 4096 {
 		return nil
 	}
-	where := []int64{0}
-	switch {
-	case p.kind == "fat" && string(bs[82:90]) == "FAT32   ":
-		if b := int64(binary.LittleEndian.Uint16(bs[50:])); b > 0 && b != 0xFFFF {
-			where = append(where, b*bps)
-		}
-	case p.kind == "ntfs":
-		total := int64(binary.LittleEndian.Uint64(bs[0x28:]))
-		if off := total * bps; off > 0 && off+512 <= min(p.OldSize, p.NewSize) {
-			where = append(where, off)
-		}
-	}
 	oldH, newH := uint32(p.OldStart/int64(s.ss)), uint32(p.NewStart/int64(s.ss))
-	b := make([]byte, 512)
-	for _, off := range where {
-		if err := readFull(sec, b, off); err != nil {
-			return err
-		}
-		if binary.LittleEndian.Uint32(b[28:]) != oldH {
-			continue // not this partition's offset (0 on some disks): leave it
+	patch := func(b []byte) bool {
+		if p.NewStart == p.OldStart || binary.LittleEndian.Uint32(b[28:]) != oldH {
+			return false // not this partition's offset (0 on some disks): leave it
 		}
 		binary.LittleEndian.PutUint32(b[28:], newH)
-		if _, err := sec.WriteAt(b, off); err != nil {
+		return true
+	}
+	first := make([]byte, bps)
+	if err := readFull(sec, first, 0); err != nil {
+		return err
+	}
+	if patch(first) {
+		if _, err := sec.WriteAt(first, 0); err != nil {
 			return err
 		}
 	}
-	return nil
+	switch p.kind {
+	case "fat":
+		if string(bs[82:90]) != "FAT32   " {
+			return nil
+		}
+		b := int64(binary.LittleEndian.Uint16(bs[50:]))
+		if b == 0 || b == 0xFFFF {
+			return nil
+		}
+		bak := make([]byte, bps)
+		if err := readFull(sec, bak, b*bps); err != nil {
+			return err
+		}
+		if patch(bak) {
+			_, err = sec.WriteAt(bak, b*bps)
+		}
+		return err
+	default: // ntfs
+		total := int64(binary.LittleEndian.Uint64(bs[0x28:]))
+		for _, off := range []int64{total * bps, p.NewSize/bps*bps - bps} {
+			if off < total*bps || off+bps > min(p.OldSize, p.NewSize) {
+				continue
+			}
+			if _, err := sec.WriteAt(first, off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
