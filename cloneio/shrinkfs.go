@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"io/fs"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fsdrivers/disk"
@@ -22,7 +24,7 @@ import (
 // overlay (resize), and what must change in it when its partition moves
 // (moveFixups). The boot-method rules that pin partitions are in pin.
 
-const gptTypeBIOSBoot = "21686148-6E69-6F74-4E65-656446494249"
+const gptTypeBIOSBoot = "21686148-6449-6E6F-744E-656564454649" // "Hah!IdontNeedEFI"
 
 // shrinkKind is how a filesystem type is shrunk: "ext", "fat", "ntfs",
 // "swap", or "" (it keeps its size).
@@ -154,7 +156,7 @@ func (s *Shrinker) measure(ctx context.Context, p *ShrinkPart) error {
 		if s.dir == "" {
 			return fixed("ext filesystems are shrunk with resize2fs on files the caller must expose")
 		}
-		if err := needTools("e2fsck", "resize2fs"); err != nil {
+		if err := needTools("e2fsck", "resize2fs", "debugfs"); err != nil {
 			return fixed(err.Error())
 		}
 		file := s.partFile(p.Number)
@@ -215,6 +217,72 @@ func (s *Shrinker) measure(ctx context.Context, p *ShrinkPart) error {
 	return nil
 }
 
+// dirTimes is the modification time of every directory of p's ext
+// filesystem on the overlay, by inode-independent path.
+func (s *Shrinker) dirTimes(p ShrinkPart) (map[string]dirTime, error) {
+	v, err := fsdrivers.Probe(io.NewSectionReader(s.ovl, p.OldStart, p.OldSize), p.OldSize, s.opt.Drivers)
+	if err != nil {
+		return nil, err
+	}
+	fsys, ok := v.(fsdrivers.Filesystem)
+	if !ok {
+		return nil, fmt.Errorf("%s: cannot list its directories", v.Type())
+	}
+	m := map[string]dirTime{}
+	err = fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		var ino uint64
+		if st := fsdrivers.StatOf(fi); st != nil {
+			ino = st.Ino
+		}
+		m[name] = dirTime{ino, fi.ModTime()}
+		return nil
+	})
+	return m, err
+}
+
+type dirTime struct {
+	ino   uint64
+	mtime time.Time
+}
+
+// restoreDirTimes puts back the directory modification times resize2fs
+// changed: it stamps every directory whose entries it rewrote for the
+// inodes it renumbered (moved out of the groups that go away). debugfs
+// sets them by inode number, so no name needs quoting.
+func (s *Shrinker) restoreDirTimes(ctx context.Context, p ShrinkPart, before map[string]dirTime) error {
+	after, err := s.dirTimes(ShrinkPart{OldStart: p.OldStart, OldSize: p.NewSize})
+	if err != nil {
+		return err
+	}
+	var script strings.Builder
+	for name, a := range after {
+		b, ok := before[name]
+		if !ok || a.mtime.Equal(b.mtime) || a.ino == 0 {
+			continue
+		}
+		sec, nsec := b.mtime.Unix(), int64(b.mtime.Nanosecond())
+		epoch := (sec - int64(int32(uint32(sec)))) >> 32 & 3
+		fmt.Fprintf(&script, "sif <%d> mtime @%d\nsif <%d> mtime_extra %d\n", a.ino, sec, a.ino, nsec<<2|epoch)
+	}
+	if script.Len() == 0 {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "debugfs", "-w", "-f", "-", s.partFile(p.Number))
+	cmd.Stdin = strings.NewReader(script.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("debugfs (directory times): %v: %s", err, lastLines(out))
+	}
+	return nil
+}
+
 func needTools(names ...string) error {
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
@@ -236,10 +304,15 @@ func (s *Shrinker) resize(ctx context.Context, p ShrinkPart) error {
 	}
 	switch p.kind {
 	case "ext":
+		before, err := s.dirTimes(p)
+		if err != nil {
+			return err
+		}
 		out, err := exec.CommandContext(ctx, "resize2fs", s.partFile(p.Number), fmt.Sprintf("%dK", p.NewSize/1024)).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("resize2fs: %v: %s", err, lastLines(out))
 		}
+		return s.restoreDirTimes(ctx, p, before)
 	case "fat":
 		return fat.Resize(sec, p.OldSize, p.NewSize)
 	case "ntfs":
