@@ -26,7 +26,7 @@ partition tables and boot areas, reading and writing in parallel.
 On a larger target the GPT backup moves to the end; --grow also extends the last
 partition and its filesystem. --verify reads TARGET back and checks it against
 checksums taken from SOURCE.
-`+shrinkHelp,
+` + shrinkHelp,
 		Example: `  dimg clone /dev/sdb /dev/sdc --verify
   dimg clone /dev/sdb /dev/sdc --grow --new-disk-guid
   dimg clone disk.raw copy.raw

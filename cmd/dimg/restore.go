@@ -34,7 +34,7 @@ commits restores its newest commit, from a file or a pipe; --at N restores commi
 (a file only). A delta image restores the disk it composes with the images under it
 (--base PATH when its base moved); a delta cannot come through a pipe, since its
 base's chunks are not in it, and is refused before anything is written.
-`+shrinkHelp,
+` + shrinkHelp,
 		Example: `  dimg restore backup.dimg /dev/sdc
   dimg restore backup.dimg disk.raw
   dimg restore --verify backup.dimg /dev/sdc
