@@ -224,10 +224,15 @@ func (t *Target) abort() {
 }
 
 // TargetCapacity is how many bytes a block device at path holds; 0 for
-// anything else (a file target is as large as it is made).
+// anything else (a file target is as large as it is made). A device that
+// is mounted or otherwise in use is refused as OpenTarget refuses it, so
+// that a caller comparing sizes first still reports that.
 func TargetCapacity(path string) (int64, error) {
 	if !isBlockDevice(path) {
 		return 0, nil
+	}
+	if err := inUse(path); err != nil {
+		return 0, err
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -68,6 +68,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	} else if n > 0 {
 		target = n
 	}
+	if err := smallerRefusal(targetPath, target, src.Size, opt.shrink); err != nil {
+		return err
+	}
 	if needsShrink(target, src.Size, opt.shrink) {
 		if sector {
 			return usagef("clone: --sector copies every sector as it is; it cannot lay the disk out anew for a smaller target")

@@ -163,6 +163,9 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 	if err != nil {
 		return err
 	}
+	if err := smallerRefusal(targetPath, target, hdr.DiskSize, opt.shrink); err != nil {
+		return err
+	}
 	if needsShrink(target, hdr.DiskSize, opt.shrink) {
 		if img == nil {
 			return usagef("restore: onto a smaller target (and for --dry-run) IMAGE must be a file, not a stream: the filesystems are shrunk on an overlay of it")

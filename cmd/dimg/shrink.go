@@ -65,6 +65,17 @@ func needsShrink(target, diskSize int64, s shrinkFlags) bool {
 	return (target > 0 && target < diskSize) || s.dryRun
 }
 
+// smallerRefusal is the refusal of a smaller target when neither --shrink
+// nor --dry-run was given and there is no terminal to ask on: before
+// anything is measured or written, with the way forward.
+func smallerRefusal(targetPath string, target, diskSize int64, s shrinkFlags) error {
+	if target <= 0 || target >= diskSize || s.shrink || s.dryRun || (isTerminal(os.Stdin) && isTerminal(os.Stderr)) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s holds %d bytes, the disk needs %d (%d more); nothing was written. If the data fits, --dry-run shows a plan that shrinks the filesystems to fit and --shrink writes it",
+		cloneio.ErrTooSmall, targetPath, target, diskSize, diskSize-target)
+}
+
 // runShrink writes the disk src (srcSize bytes) onto a smaller target:
 // plan, print, confirm, shrink on an overlay, then the ordinary target
 // path (toTarget) with the composed disk.
