@@ -51,6 +51,7 @@ bench: build
 	./scripts/bench-commit.sh
 	./scripts/bench-drivers.sh
 	./scripts/bench-shrink.sh
+	./scripts/bench-remote.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
 
 # kill -9 trials (root, FUSE): dimg killed at random moments while

@@ -103,7 +103,10 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, eof
 	}
-	small := len(p) <= metaMax && f.opt.Cache != nil
+	// Small reads are cached by the object's version: only when the
+	// server names versions (a changed object of the same size could
+	// otherwise be answered from the old one's entries).
+	small := len(p) <= metaMax && f.opt.Cache != nil && (f.id.ETag != "" || !f.id.LastModified.IsZero())
 	var key []byte
 	if small {
 		key = f.metaKey(off, len(p))

@@ -110,6 +110,18 @@ func TestRemote(t *testing.T) {
 		t.Fatalf("second restore fetched %d bytes (the first %d): the cache was not used", again, first)
 	}
 
+	// The cache lists what it holds, by image and URL; clear empties it.
+	var ci struct {
+		Entries int
+		Groups  []struct{ Label string }
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, "cache", "ls", "--json", cache)), &ci); err != nil {
+		t.Fatal(err)
+	}
+	if ci.Entries == 0 || len(ci.Groups) < 2 {
+		t.Fatalf("cache ls: %d entries in %d groups, want the image's chunks and the URL's small reads", ci.Entries, len(ci.Groups))
+	}
+
 	// A delta next to its base on the server: its relative hint resolves
 	// against the URL; --base URL names the base of a local delta.
 	ref := filepath.Join(t.TempDir(), "ref.img")
@@ -124,6 +136,12 @@ func TestRemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	restoreCmp(t, ref, local, cache, "--base", url)
+
+	mustRun(t, "cache", "clear", cache)
+	json.Unmarshal([]byte(mustRun(t, "cache", "ls", "--json", cache)), &ci)
+	if ci.Entries != 0 {
+		t.Fatalf("cache clear left %d entries", ci.Entries)
+	}
 
 	// mount: the same files.
 	if os.Geteuid() != 0 {
