@@ -890,13 +890,13 @@ func (w *wfs) orphanRemove(n uint32) error {
 	return corruptf("orphan list loops")
 }
 
-// processOrphans does what the kernel does at mount with a leftover orphan
-// list: free unlinked inodes, cut the others back to their size.
+// processOrphans does what the kernel does at mount with leftover orphans
+// (the classic list, and the orphan file when RO_COMPAT_ORPHAN_PRESENT
+// says it may hold entries): free unlinked inodes, cut the others back to
+// their size.
 func (w *wfs) processOrphans() error {
+	done := false
 	cur := le.Uint32(w.sbRaw[sbLastOrphan:])
-	if cur == 0 {
-		return nil
-	}
 	for k := uint32(0); cur != 0; k++ {
 		if k >= w.v.sb.inodesCount || cur > w.v.sb.inodesCount {
 			return refuse("damage found: orphan list broken at inode %d", cur)
@@ -906,24 +906,112 @@ func (w *wfs) processOrphans() error {
 			return refuse("damage found: orphan inode %d: %v", cur, err)
 		}
 		next := le.Uint32(i.raw[inDtime:])
-		if i.links() == 0 {
-			err = w.freeInodeAndData(i)
-		} else {
-			le.PutUint32(i.raw[inDtime:], 0)
-			if i.isReg() {
-				err = w.truncate(i, i.size())
-			}
-			if err == nil {
-				err = w.store(i)
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("ext4: processing orphan inode %d: %w", cur, err)
+		if err := w.processOrphan(i); err != nil {
+			return err
 		}
 		cur = next
+		done = true
 	}
 	le.PutUint32(w.sbRaw[sbLastOrphan:], 0)
+	if w.v.sb.roCompat&roCompatOrphanPresent != 0 {
+		if err := w.processOrphanFile(); err != nil {
+			return err
+		}
+		w.v.sb.roCompat &^= roCompatOrphanPresent
+		le.PutUint32(w.sbRaw[sbRoCompat:], w.v.sb.roCompat)
+		done = true
+	}
+	if !done {
+		return nil
+	}
 	return w.flush()
+}
+
+func (w *wfs) processOrphan(i *winode) error {
+	var err error
+	if i.links() == 0 {
+		err = w.freeInodeAndData(i)
+	} else {
+		le.PutUint32(i.raw[inDtime:], 0)
+		if i.isReg() {
+			err = w.truncate(i, i.size())
+		}
+		if err == nil {
+			err = w.store(i)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ext4: processing orphan inode %d: %w", i.num, err)
+	}
+	return nil
+}
+
+// Orphan file blocks: __le32 inode numbers, then a tail of the magic and a
+// crc32c of the block number and the entries, seeded with the orphan
+// file's inode seed.
+const (
+	sbRoCompat       = 0x64
+	sbOrphanFileInum = 0x280
+	orphanBlockMagic = 0x0b10ca04
+	orphanTailLen    = 8
+)
+
+func (w *wfs) processOrphanFile() error {
+	n := le.Uint32(w.sbRaw[sbOrphanFileInum:])
+	of, err := w.loadInode(n)
+	if err != nil || n == 0 || !of.isReg() {
+		return refuse("damage found: orphan file inode %d: %v", n, err)
+	}
+	bs := w.v.blockSize
+	per := int(bs-orphanTailLen) / 4
+	seed := w.inodeSeed(of)
+	for l := uint64(0); l < of.size()>>w.v.blockBits; l++ {
+		r, err := w.v.mapBlock(w.quick(of), l)
+		if err != nil {
+			return refuse("damage found: orphan file block %d: %v", l, err)
+		}
+		if r.kind != runData {
+			continue
+		}
+		phys := r.phys + (l - r.lblk)
+		b, err := w.block(phys)
+		if err != nil {
+			return err
+		}
+		if le.Uint32(b[bs-orphanTailLen:]) != orphanBlockMagic {
+			return refuse("damage found: orphan file block %d without its magic", l)
+		}
+		changed := false
+		for k := range per {
+			ino := le.Uint32(b[4*k:])
+			if ino == 0 {
+				continue
+			}
+			if ino > w.v.sb.inodesCount {
+				return refuse("damage found: orphan file names inode %d", ino)
+			}
+			i, err := w.loadInode(ino)
+			if err != nil {
+				return refuse("damage found: orphan inode %d: %v", ino, err)
+			}
+			if err := w.processOrphan(i); err != nil {
+				return err
+			}
+			if b, err = w.mut(phys); err != nil {
+				return err
+			}
+			le.PutUint32(b[4*k:], 0)
+			changed = true
+		}
+		if changed && w.v.metaCsum {
+			var nr [8]byte
+			le.PutUint64(nr[:], phys)
+			c := crc32c(seed, nr[:])
+			c = crc32c(c, b[:4*per])
+			le.PutUint32(b[bs-4:], c)
+		}
+	}
+	return nil
 }
 
 // now is replaceable in tests; the zero time is never stored.

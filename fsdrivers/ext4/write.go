@@ -51,7 +51,7 @@ var incompatNames = map[uint32]string{
 var roCompatNames = map[uint32]string{
 	roCompatBigalloc: "bigalloc", roCompatQuota: "quota", roCompatReplica: "replica",
 	roCompatReadonly: "read-only", roCompatProject: "project", roCompatSharedBlocks: "shared_blocks",
-	roCompatVerity: "verity", roCompatOrphanPresent: "orphan_file has entries (needs recovery)",
+	roCompatVerity: "verity", roCompatOrphanPresent: "orphan_present without orphan_file",
 }
 
 // Superblock byte offsets the writer updates.
@@ -178,6 +178,9 @@ func openWritable(dev fsdrivers.ReadWriterAt, size int64) (*wfs, error) {
 		}
 		if sb.incompat&bit != 0 && incompatWritable&bit == 0 {
 			bad = append(bad, featureName(incompatNames, bit, "incompat"))
+		}
+		if bit == roCompatOrphanPresent && sb.compat&compatOrphanFile != 0 {
+			continue // the orphan file is processed below
 		}
 		if sb.roCompat&bit != 0 && roCompatWritable&bit == 0 {
 			bad = append(bad, featureName(roCompatNames, bit, "ro_compat"))
