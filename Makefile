@@ -30,7 +30,8 @@ test: deps vet
 # once into ~/.cache/dimg-s3test (minutes).
 test-seaweedfs: deps
 	./scripts/build-weed.sh
-	DIMG_TEST_S3=seaweedfs $(GO) test -count=1 -timeout 20m -run 'S3' ./cloneio/objstore/... ./cmd/dimg
+	DIMG_TEST_S3=seaweedfs $(GO) test -count=1 -timeout 20m ./cloneio/objstore/... ./cloneio/remote/s3
+	DIMG_TEST_S3=seaweedfs $(GO) test -count=1 -timeout 20m -run 'S3' ./cmd/dimg
 
 # Builds dimg, generates a sample disk, captures it, shows info, restores
 # it and verifies it, printing each step.

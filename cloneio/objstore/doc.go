@@ -32,9 +32,12 @@
 // default, larger after every 1,000 parts so an image of several TiB stays
 // within S3's 10,000 parts); an HTTP upload streams through a pipe.
 //
-// Errors: ErrNotFound (404: no such object or bucket), ErrAccess (403,
-// unknown access key, bad signature: the message names the bucket and key
-// and says where credentials come from), ErrChanged (the object changed
-// while it was read), ErrNoMove (the server cannot rename), and
-// cloneio.ErrExists for a target that exists without Force.
+// Errors are cloneio/remote's sentinels, so reads and uploads fail alike
+// over S3 and HTTP: ErrNotFound (404: no such object or bucket), ErrAccess
+// (remote.ErrDenied: 403, an unknown access key, a bad signature; the
+// message names the bucket and key and says where credentials come from),
+// ErrChanged (the object changed while it was read), ErrNoRange (the
+// server ignored a byte range). ErrNoMove is this package's (a web server
+// that cannot rename); a target that exists without Force is
+// cloneio.ErrExists.
 package objstore

@@ -10,6 +10,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/dimg-project/dimg/cloneio/remote"
 )
 
 // Object is one S3 object opened for reading: its size and ETag are taken
@@ -57,7 +59,7 @@ func (o *Object) ModTime() time.Time { return o.modTime }
 // io.ErrUnexpectedEOF if the body ends short.
 func (o *Object) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n <= 0 || off+n > o.size {
-		return nil, fmt.Errorf("%s: read of %d bytes at %d outside the object (%d bytes)", o.Name(), n, off, o.size)
+		return nil, remote.Permanent(fmt.Errorf("%s: read of %d bytes at %d outside the object (%d bytes)", o.Name(), n, off, o.size))
 	}
 	in := &s3.GetObjectInput{
 		Bucket: aws.String(o.bucket), Key: aws.String(o.key),
@@ -72,7 +74,7 @@ func (o *Object) ReadRange(ctx context.Context, off, n int64) (io.ReadCloser, er
 	}
 	if tag := aws.ToString(out.ETag); o.etag != "" && tag != "" && tag != o.etag {
 		out.Body.Close()
-		return nil, fmt.Errorf("%s: read: the object was replaced while it was read (ETag %s, was %s): %w", o.Name(), tag, o.etag, ErrChanged)
+		return nil, fmt.Errorf("%s: read: %w (ETag %s, was %s)", o.Name(), ErrChanged, tag, o.etag)
 	}
 	if err := checkRange(aws.ToString(out.ContentRange), aws.ToInt64(out.ContentLength), off, n, o.size); err != nil {
 		out.Body.Close()
@@ -89,17 +91,17 @@ func checkRange(cr string, length, off, n, size int64) error {
 		if off == 0 && n == size && length == size {
 			return nil // the whole object asked for and given
 		}
-		return fmt.Errorf("the server ignored the byte range (no Content-Range in its answer)")
+		return fmt.Errorf("no Content-Range in the answer: %w", ErrNoRange)
 	}
 	var start, end, total int64
 	if _, err := fmt.Sscanf(strings.TrimSpace(cr), "bytes %d-%d/%d", &start, &end, &total); err != nil {
 		return fmt.Errorf("unreadable Content-Range %q", cr)
 	}
 	if start != off || end != off+n-1 {
-		return fmt.Errorf("asked for bytes %d-%d, the server sent %d-%d", off, off+n-1, start, end)
+		return fmt.Errorf("asked for bytes %d-%d, the server sent %d-%d: %w", off, off+n-1, start, end, ErrNoRange)
 	}
 	if total != size {
-		return fmt.Errorf("the object is now %d bytes, was %d: %w", total, size, ErrChanged)
+		return fmt.Errorf("%w (it is now %d bytes, was %d)", ErrChanged, total, size)
 	}
 	if length >= 0 && length != n {
 		return fmt.Errorf("asked for %d bytes, the server sent Content-Length %s", n, strconv.FormatInt(length, 10))

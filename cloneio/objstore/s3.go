@@ -16,15 +16,21 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/logging"
+
+	"github.com/dimg-project/dimg/cloneio/remote"
 )
 
+// The errors a read or an upload reports are cloneio/remote's, so a
+// command handles an S3 object's and a web server's failures alike.
 var (
 	// ErrNotFound: the object, bucket or file does not exist.
-	ErrNotFound = errors.New("objstore: not found")
+	ErrNotFound = remote.ErrNotFound
 	// ErrAccess: the server refused the credentials or the request.
-	ErrAccess = errors.New("objstore: access denied")
+	ErrAccess = remote.ErrDenied
 	// ErrChanged: the object changed (another ETag) while it was read.
-	ErrChanged = errors.New("objstore: object changed while being read")
+	ErrChanged = remote.ErrChanged
+	// ErrNoRange: the server answered a range request with other bytes.
+	ErrNoRange = remote.ErrNoRange
 	// ErrNoMove: the web server cannot rename (no WebDAV MOVE), so an
 	// upload cannot be made atomic.
 	ErrNoMove = errors.New("objstore: server does not support WebDAV MOVE")
@@ -72,8 +78,13 @@ type S3Options struct {
 	// AccessKey and SecretKey, if set, are used instead of the credential
 	// chain (tests).
 	AccessKey, SecretKey string
-	// HTTPClient, if set, carries the requests (tests, proxies).
-	HTTPClient *http.Client
+	// HTTPClient, if set, carries the requests. An
+	// *awshttp.BuildableClient keeps AWS_CA_BUNDLE working (the SDK adds
+	// the bundle to it); another client must trust the server itself.
+	HTTPClient aws.HTTPClient
+	// NoRetry sends each request once: the caller retries (a
+	// remote.File does, with its own backoff).
+	NoRetry bool
 }
 
 // S3 is a client of one S3 service. It is safe for concurrent use.
@@ -127,7 +138,10 @@ func NewS3(ctx context.Context, opt S3Options) (*S3, error) {
 		if o.BaseEndpoint != nil {
 			o.UsePathStyle = true
 		}
-		if o.RetryMaxAttempts == 0 {
+		switch {
+		case opt.NoRetry:
+			o.RetryMaxAttempts = 1
+		case o.RetryMaxAttempts == 0:
 			o.RetryMaxAttempts = 5
 		}
 	})
@@ -168,21 +182,21 @@ func s3Error(op, bucket, key string, err error) error {
 	case code == "NoSuchBucket":
 		return fmt.Errorf("%s: %s: no such bucket %q: %w", where, op, bucket, ErrNotFound)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
-		return fmt.Errorf("%s: %s: no such object (or no such bucket): %w", where, op, ErrNotFound)
+		return fmt.Errorf("%s: %s: %w (or no such bucket)", where, op, ErrNotFound)
 	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "ExpiredToken" ||
 		code == "InvalidToken" || code == "AccessDenied" || code == "Forbidden" || status == http.StatusForbidden:
 		if detail == "" {
 			detail = "403 Forbidden"
 		}
-		return fmt.Errorf("%s: %s: access denied (%s); check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the bucket's permissions: %w",
-			where, op, detail, ErrAccess)
+		return fmt.Errorf("%s: %s: %w (%s); check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE) and the bucket's permissions",
+			where, op, ErrAccess, detail)
 	case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
-		return fmt.Errorf("%s: %s: the object was replaced while it was read: %w", where, op, ErrChanged)
+		return fmt.Errorf("%s: %s: %w (it was replaced since it was opened)", where, op, ErrChanged)
 	case code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed" || status == http.StatusMovedPermanently:
-		return fmt.Errorf("%s: %s: the bucket is in another region (%s); set AWS_REGION: %w", where, op, detail, err)
+		return remote.Permanent(fmt.Errorf("%s: %s: the bucket is in another region (%s); set AWS_REGION: %w", where, op, detail, err))
 	}
 	if strings.Contains(err.Error(), "failed to retrieve credentials") {
-		return fmt.Errorf("%s: %s: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE): %w: %w", where, op, ErrAccess, err)
+		return fmt.Errorf("%s: %s: %w: no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE): %w", where, op, ErrAccess, err)
 	}
 	return fmt.Errorf("%s: %s: %w", where, op, err)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dimg-project/dimg/cloneio/remote"
+	s3backend "github.com/dimg-project/dimg/cloneio/remote/s3"
 )
 
 // Images at URLs: every command that takes an IMAGE argument reads
@@ -21,7 +22,7 @@ import (
 // filesystem drivers): nothing registers itself.
 func remoteBackends() map[string]remote.Backend {
 	h := remote.NewHTTP(remote.HTTPOptions{})
-	return map[string]remote.Backend{"http": h, "https": h}
+	return map[string]remote.Backend{"http": h, "https": h, "s3": s3backend.New(s3backend.Options{})}
 }
 
 // addRemoteFlags adds the cache flags to the root command.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,8 +40,47 @@ func TestUploadS3(t *testing.T) {
 	restored := filepath.Join(dir, "cap.raw")
 	mustRun(t, "restore", "-q", got, restored)
 	sameFiles(t, want, restored)
-	if out, _, _ := run(t, nil, "ls", got, "/etc"); out == "" || !strings.Contains(mustRun(t, "ls", local, "/etc"), strings.SplitN(out, "\n", 2)[0]) {
-		t.Errorf("ls of the uploaded image differs: %q", out)
+
+	// Read from s3:// directly: the same as the downloaded file.
+	url, cache := srv.URL("host/cap.dimg"), "--cache="+t.TempDir()
+	var li, ri map[string]any
+	json.Unmarshal([]byte(mustRun(t, "info", "--json", got)), &li)
+	json.Unmarshal([]byte(mustRun(t, "info", "--json", cache, url)), &ri)
+	delete(li, "image")
+	delete(ri, "image")
+	if a, b := mustJSON(t, li), mustJSON(t, ri); a != b {
+		t.Fatalf("info differs:\n%s\n%s", a, b)
+	}
+	mustRun(t, "verify", "-q", cache, url)
+	lsLocal := mustRun(t, "ls", "-R", "--json", got, "/")
+	if rem := mustRun(t, "ls", "-R", "--json", cache, url, "/"); rem != lsLocal {
+		t.Fatal("ls -R differs between the file and s3://")
+	}
+	var ents []struct {
+		Path string
+		Type string
+		Size int64
+	}
+	if err := json.Unmarshal([]byte(lsLocal), &ents); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if e.Type != "file" || e.Size == 0 || n >= 4 {
+			continue
+		}
+		n++
+		p := "/" + strings.TrimPrefix(e.Path, "/")
+		if mustRun(t, "cat", got, p) != mustRun(t, "cat", "--no-cache", url, p) {
+			t.Fatalf("cat %s differs between the file and s3://", p)
+		}
+	}
+	fromS3 := filepath.Join(dir, "s3.raw")
+	mustRun(t, "restore", "-q", cache, url, fromS3)
+	sameFiles(t, want, fromS3)
+	// Missing objects and refused reads: clear errors naming the URL.
+	if _, errs, code := run(t, nil, "info", "--no-cache", srv.URL("host/missing.dimg")); code != exitFailure || !strings.Contains(errs, "s3://"+objtest.Bucket+"/host/missing.dimg") || !strings.Contains(errs, "no such object") {
+		t.Errorf("info of a missing object: exit %d, %s", code, errs)
 	}
 
 	// capture again to the same key: refused, then replaced with --force.
@@ -71,6 +111,10 @@ func TestUploadS3(t *testing.T) {
 	_, errs, code := run(t, nil, "push", local, srv.URL("denied.dimg"))
 	if code != exitFailure || !strings.Contains(errs, "s3://"+objtest.Bucket+"/denied.dimg") || !strings.Contains(errs, "access denied") {
 		t.Errorf("bad credentials: exit %d, %s", code, errs)
+	}
+	_, errs, code = run(t, nil, "ls", "--no-cache", url)
+	if code != exitFailure || !strings.Contains(errs, url) || !strings.Contains(errs, "access denied") {
+		t.Errorf("bad credentials, ls: exit %d, %s", code, errs)
 	}
 	t.Setenv("AWS_ACCESS_KEY_ID", objtest.AccessKey)
 
