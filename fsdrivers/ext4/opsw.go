@@ -345,6 +345,15 @@ func (w *wfs) makeNode(dir uint64, name string, mode uint16, owner fsdrivers.Own
 	} else if !errors.Is(err, syscall.ENOENT) {
 		return fsdrivers.Attr{}, err
 	}
+	if d.mode()&0o2000 != 0 {
+		// A setgid directory hands its group down, and its setgid bit to
+		// subdirectories (the kernel's inode_init_owner; under FUSE the
+		// filesystem has to do it).
+		owner.Gid = d.gid()
+		if isDir {
+			mode |= 0o2000
+		}
+	}
 	n, err := w.allocInode((d.num-1)/w.v.sb.inodesPerGroup, isDir)
 	if err != nil {
 		return fsdrivers.Attr{}, err

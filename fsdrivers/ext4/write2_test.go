@@ -46,8 +46,8 @@ func TestWriteHtreeGrowShrink(t *testing.T) {
 		entries int
 	}{
 		{wConfig{"ext4-1k", 64 << 20, []string{"-t", "ext4", "-b", "1024"}, true, true}, 5000},
-		{wConfig{"ext4", 64 << 20, []string{"-t", "ext4"}, true, true}, 2000},
-		{wConfig{"ext3-gdtcsum", 64 << 20, []string{"-t", "ext3", "-b", "1024", "-O", "uninit_bg"}, true, false}, 2000},
+		{wConfig{"ext4", 64 << 20, []string{"-t", "ext4"}, true, true}, 1500},
+		{wConfig{"ext3-gdtcsum", 64 << 20, []string{"-t", "ext3", "-b", "1024", "-O", "uninit_bg"}, true, false}, 1000},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			img := mkfs(t, c.size, "", c.opts...)
@@ -352,7 +352,7 @@ func TestWriteUninitGroups(t *testing.T) {
 				}
 				p.write(fmt.Sprintf("d%d/f%d", k/50*50, k), randBytes(r, 3000), 0)
 			}
-			p.write("big", randBytes(r, 100<<20), 0)
+			p.write("big", randBytes(r, 40<<20), 0)
 			p.stampTimes()
 			must(t, p.w.Close())
 			checkImage(t, img, p.host, c.kernel)

@@ -85,7 +85,10 @@ func (p *wpair) mkdir(rel string, mode uint32) {
 		p.t.Fatalf("Mkdir %s: %v", rel, err)
 	}
 	must(p.t, os.Mkdir(p.hp(rel), fs.FileMode(mode&0o777)))
-	must(p.t, os.Chmod(p.hp(rel), fs.FileMode(mode&0o777)|modeBits(mode)))
+	fi, err := os.Stat(p.hp(rel))
+	must(p.t, err)
+	// Keep the setgid bit the host inherited from a setgid parent.
+	must(p.t, os.Chmod(p.hp(rel), fs.FileMode(mode&0o777)|modeBits(mode)|fi.Mode()&fs.ModeSetgid))
 	must(p.t, os.Lchown(p.hp(rel), int(testOwner.Uid), int(testOwner.Gid)))
 }
 
@@ -371,6 +374,7 @@ func TestWriteOperations(t *testing.T) {
 			p.symlink("small", "a/fast")
 			p.symlink(strings.Repeat("long/", 30)+"target", "slow")
 			p.link("a/small", "c/hard")
+			p.mkdir("c/inherits", 0o755) // setgid and group from c
 			p.mknod("fifo", unix.S_IFIFO|0o640, 0)
 			p.mknod("sock", unix.S_IFSOCK|0o600, 0)
 			p.mknod("chr", unix.S_IFCHR|0o600, uint64(unix.Mkdev(1, 3)))
