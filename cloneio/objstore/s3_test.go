@@ -99,6 +99,45 @@ func TestS3UploadAndRead(t *testing.T) {
 	}
 }
 
+// TestS3UploadBoundedMemory: a long upload through a slow server holds
+// at most Inflight+1 part buffers: Write waits for the server.
+func TestS3UploadBoundedMemory(t *testing.T) {
+	srv := objtest.StartS3(t)
+	var inflight, peak atomic.Int32
+	srv.Fault(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Query().Get("partNumber") != "" {
+			n := inflight.Add(1)
+			defer inflight.Add(-1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	})
+	up, err := objstore.Create(testCtx(t), srv.URL("big.dimg"), objstore.UploadOptions{PartSize: 5 * mib, Inflight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := randomBytes(mib, 9)
+	for range 24 {
+		if _, err := up.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := up.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := objstore.PartBuffers(up); n > 3 {
+		t.Errorf("%d part buffers for 5 parts with 2 in flight (want at most 3)", n)
+	}
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d parts in flight at once (want at most 2)", p)
+	}
+	if got := srv.Get(t, "big.dimg"); len(got) != 24*mib || !bytes.Equal(got[23*mib:], chunk) {
+		t.Errorf("object: %d bytes", len(got))
+	}
+}
+
 type addFunc func(int64)
 
 func (f addFunc) Start(string, int64) {}

@@ -49,11 +49,12 @@ type s3Upload struct {
 	prog        progress.Reporter
 	base        int // first part size
 
-	cur  []byte // the part being filled (Write's goroutine only)
-	num  int32  // number of the part being filled
-	free chan []byte
-	work chan s3part
-	wg   sync.WaitGroup
+	cur    []byte // the part being filled (Write's goroutine only)
+	allocs int    // part buffers allocated (Write's goroutine only; tests)
+	num    int32  // number of the part being filled
+	free   chan []byte
+	work   chan s3part
+	wg     sync.WaitGroup
 	// closeWork closes work once: only Commit closes it (Write's
 	// goroutine), so a concurrent Abort never races a send.
 	closeWork sync.Once
@@ -140,6 +141,7 @@ func (u *s3Upload) Write(p []byte) (int, error) {
 			}
 			if size := u.partSize(u.num); cap(buf) < size {
 				buf = make([]byte, 0, size)
+				u.allocs++
 			}
 			u.cur = buf[:0]
 		}
