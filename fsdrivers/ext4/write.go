@@ -313,10 +313,25 @@ func (w *wfs) flush() error {
 		blks = append(blks, blk)
 	}
 	slices.Sort(blks)
-	for _, blk := range blks {
-		if _, err := w.dev.WriteAt(w.dirty[blk], int64(blk)<<w.v.blockBits); err != nil {
-			return fmt.Errorf("ext4: write block %d: %w", blk, errIO(err))
+	// Neighbouring blocks (flex_bg bitmaps, inode table blocks) go out in
+	// one write of up to 1 MiB.
+	maxRun := max(1, int((1<<20)>>w.v.blockBits))
+	for i := 0; i < len(blks); {
+		j := i + 1
+		for j < len(blks) && blks[j] == blks[j-1]+1 && j-i < maxRun {
+			j++
 		}
+		buf := w.dirty[blks[i]]
+		if j-i > 1 {
+			buf = make([]byte, 0, (j-i)<<w.v.blockBits)
+			for _, blk := range blks[i:j] {
+				buf = append(buf, w.dirty[blk]...)
+			}
+		}
+		if _, err := w.dev.WriteAt(buf, int64(blks[i])<<w.v.blockBits); err != nil {
+			return fmt.Errorf("ext4: write blocks %d-%d: %w", blks[i], blks[j-1], errIO(err))
+		}
+		i = j
 	}
 	clear(w.dirty)
 	le := binary.LittleEndian

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -675,5 +676,55 @@ func TestWriteOrphanFile(t *testing.T) {
 	out, _ = runCmdErr("dumpe2fs", "-h", snap)
 	if strings.Contains(out, "orphan_present") {
 		t.Errorf("orphan_present left set")
+	}
+}
+
+// TestWriteCorrupt: damaged metadata gives errors, never a panic or a hang,
+// when opening for writing and editing.
+func TestWriteCorrupt(t *testing.T) {
+	need(t, "mke2fs")
+	src := t.TempDir()
+	buildTree(t, src, false)
+	for _, opts := range [][]string{{"-t", "ext4", "-b", "1024", "-O", "^metadata_csum"}, {"-t", "ext3", "-b", "1024"}} {
+		img := mkfs(t, 16<<20, src, opts...)
+		orig, err := os.ReadFile(img)
+		must(t, err)
+		r := rand.New(rand.NewPCG(11, 12))
+		for trial := range 60 {
+			b := slices.Clone(orig)
+			// Damage a few bytes in the metadata-rich first 2 MiB.
+			for range 1 + r.IntN(20) {
+				b[1024+r.IntN(2<<20)] ^= byte(1 + r.IntN(255))
+			}
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("%v trial %d: panic: %v", opts, trial, p)
+					}
+				}()
+				w, err := Driver{}.OpenWritable(memDev(b), int64(len(b)))
+				if err != nil {
+					return
+				}
+				root := w.Root()
+				ents, _ := w.ReadDir(root)
+				for _, e := range ents {
+					w.Getattr(e.Ino)
+					w.WriteAt(e.Ino, []byte("x"), 5000)
+					sz := int64(1)
+					w.Setattr(e.Ino, fsdrivers.SetAttr{Size: &sz})
+				}
+				for k := range 40 {
+					w.Create(root, fmt.Sprintf("new%d", k), fsdrivers.ModeFile|0o644, 0, testOwner)
+				}
+				w.Mkdir(root, "nd", 0o755, testOwner)
+				w.Rename(root, "many", root, "many2", 0)
+				for _, e := range ents {
+					w.Unlink(root, e.Name)
+					w.Rmdir(root, e.Name)
+				}
+				w.Close()
+			}()
+		}
 	}
 }
