@@ -112,6 +112,7 @@ type root struct {
 	mtime time.Time
 	uid   uint32
 	gid   uint32
+	trees []*wtree // the writable trees (read-write mounts)
 }
 
 var (

@@ -159,6 +159,9 @@ func MountTree(ctx context.Context, dir string, root fs.InodeEmbedder, opt Optio
 	}
 	go func() {
 		server.Wait()
+		// The kernel forgets nothing at unmount: drop what it held
+		// before anyone writes the filesystems out.
+		releaseTrees(root)
 		close(m.done)
 	}()
 	go m.unmountOnCancel(ctx)

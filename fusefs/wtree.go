@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,6 +45,9 @@ const writeTimeout = time.Second
 
 // wtree is one writable filesystem served as pN/.
 type wtree struct {
+	mu    sync.Mutex
+	holds map[uint64]int // the Holds taken and not yet released, by node
+
 	fs   fsdrivers.WritableFS
 	part int // the partition's index (from 1), for inode numbers
 	name string
@@ -114,15 +118,49 @@ func (n *wnode) child(ctx context.Context, a fsdrivers.Attr, out *fuse.EntryOut)
 	if ch.Operations() == c {
 		// A new Inode: the kernel's reference to it is ours to hold
 		// until it forgets it.
-		n.t.fs.Hold(a.Ino)
+		n.t.hold(a.Ino)
 	}
 	return ch
 }
 
 func (n *wnode) OnForget() {
 	if n.ino != n.t.fs.Root() {
-		n.t.fs.Release(n.ino)
+		n.t.release(n.ino)
 	}
+}
+
+func (t *wtree) hold(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.holds[ino]++
+	t.fs.Hold(ino)
+}
+
+func (t *wtree) release(ino uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.holds[ino] == 0 {
+		return
+	}
+	if t.holds[ino]--; t.holds[ino] == 0 {
+		delete(t.holds, ino)
+	}
+	t.fs.Release(ino)
+}
+
+// releaseAll drops every hold left when the mount ends: the kernel does
+// not forget its inodes at unmount, and a file unlinked while open must
+// be freed before the filesystem is written out, as the kernel frees its
+// orphans at unmount.
+func (t *wtree) releaseAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ino, n := range t.holds {
+		for range n {
+			t.fs.Release(ino)
+		}
+	}
+	t.holds = map[uint64]int{}
 }
 
 func (n *wnode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
@@ -257,6 +295,17 @@ func (n *wnode) Rename(ctx context.Context, name string, newParent fs.InodeEmbed
 	if !ok || np.t != n.t {
 		return syscall.EXDEV
 	}
+	// Over a directory that holds the source: ENOTEMPTY, as the kernel
+	// answers before asking a filesystem (it may not see it when the
+	// entry was looked up again since).
+	if c := np.GetChild(newName); c != nil && c.IsDir() {
+		for p, depth := n.EmbeddedInode(), 0; p != nil && depth < 4096; depth++ {
+			if p == c {
+				return syscall.ENOTEMPTY
+			}
+			_, p = p.Parent()
+		}
+	}
 	return toErrno(n.t.fs.Rename(n.ino, name, np.ino, newName, fsdrivers.RenameFlags(flags)))
 }
 
@@ -372,7 +421,8 @@ func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 // addWritableTree adds pN/ for partition p (the part-th) over wfs.
 func (r *root) addWritableTree(ctx context.Context, p disk.Part, part int, wfs fsdrivers.WritableFS) {
 	dir := fmt.Sprintf("p%d", p.Number)
-	t := &wtree{fs: wfs, part: part, name: dir, root: r, log: r.log}
+	t := &wtree{fs: wfs, part: part, name: dir, root: r, log: r.log, holds: map[uint64]int{}}
+	r.trees = append(r.trees, t)
 	a, err := wfs.Getattr(wfs.Root())
 	if err != nil {
 		r.log.errno("stat", dir, err)
@@ -381,4 +431,13 @@ func (r *root) addWritableTree(ctx context.Context, p disk.Part, part int, wfs f
 	n := &wnode{t: t, ino: a.Ino}
 	ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: treeIno(part, a.Ino)})
 	r.AddChild(dir, ch, false)
+}
+
+// releaseTrees drops the holds of every writable tree (see releaseAll).
+func releaseTrees(n fs.InodeEmbedder) {
+	if r, ok := n.(*root); ok {
+		for _, t := range r.trees {
+			t.releaseAll()
+		}
+	}
 }
