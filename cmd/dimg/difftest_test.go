@@ -28,18 +28,18 @@ import (
 // differ applies random operations to two roots, a (dimg) and b (the
 // mirror), comparing each one's outcome (the errno) on both.
 type differ struct {
-	t     *testing.T
-	rng   *rand.Rand
-	seed  int64
-	a, b  string
-	fat   bool  // FAT: no links, owners, modes, xattrs, special files; names case-insensitive
+	t    *testing.T
+	rng  *rand.Rand
+	seed int64
+	a, b string
+	fat  bool // FAT: no links, owners, modes, xattrs, special files; names case-insensitive
 	// noXattr: the writer does not write xattrs yet (found by a probe,
 	// logged): xattr operations are left out rather than failing.
 	noXattr bool
-	limit int64 // bytes of file data to stay under (ENOSPC would differ)
-	now   time.Time
-	op    int
-	trace []string
+	limit   int64 // bytes of file data to stay under (ENOSPC would differ)
+	now     time.Time
+	op      int
+	trace   []string
 }
 
 func newDiffer(t *testing.T, a, b string, fat bool, limit int64, seed int64) *differ {
