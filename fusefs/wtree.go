@@ -14,6 +14,7 @@ import (
 
 	"github.com/dimg-project/dimg/fsdrivers"
 	"github.com/dimg-project/dimg/fsdrivers/disk"
+	"github.com/dimg-project/dimg/fsdrivers/fsedit"
 )
 
 // Writable file trees. In a read-write mount a partition whose filesystem
@@ -46,7 +47,8 @@ const writeTimeout = time.Second
 // wtree is one writable filesystem served as pN/.
 type wtree struct {
 	mu    sync.Mutex
-	holds map[uint64]int // the Holds taken and not yet released, by node
+	holds map[uint64]int    // the Holds taken and not yet released, by node
+	high  map[uint64]uint64 // node numbers ≥ 2^47 (FAT's new entries) → their mount numbers
 
 	fs   fsdrivers.WritableFS
 	part int // the partition's index (from 1), for inode numbers
@@ -94,9 +96,31 @@ func (t *wtree) errno(op string, ino uint64, err error) syscall.Errno {
 	return t.log.errno(op, fmt.Sprintf("%s (inode %d)", t.name, ino), err)
 }
 
+// highBase is where mount inode numbers for filesystem node numbers too
+// large for treeIno start: a node numbered 2^48 or more (the FAT writer
+// numbers new entries from there) gets the next number from here, kept
+// for the mount's life, so each node still has exactly one number and
+// the kernel one inode for it.
+const highBase = 1 << 47
+
+// ino is the mount's inode number of filesystem node fsIno.
+func (t *wtree) ino(fsIno uint64) uint64 {
+	if fsIno < highBase {
+		return treeIno(t.part, fsIno)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, ok := t.high[fsIno]
+	if !ok {
+		n = highBase + uint64(len(t.high)) + 1
+		t.high[fsIno] = n
+	}
+	return treeIno(t.part, n)
+}
+
 // fill copies a filesystem node's attributes into a FUSE reply.
 func (t *wtree) fill(out *fuse.Attr, a fsdrivers.Attr) {
-	out.Ino = treeIno(t.part, a.Ino)
+	out.Ino = t.ino(a.Ino)
 	out.Mode = a.Mode
 	out.Nlink = a.Nlink
 	out.Uid, out.Gid = a.Uid, a.Gid
@@ -114,7 +138,7 @@ func (n *wnode) child(ctx context.Context, a fsdrivers.Attr, out *fuse.EntryOut)
 	out.SetEntryTimeout(writeTimeout)
 	out.SetAttrTimeout(writeTimeout)
 	c := &wnode{t: n.t, ino: a.Ino}
-	ch := n.NewInode(ctx, c, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: treeIno(n.t.part, a.Ino)})
+	ch := n.NewInode(ctx, c, fs.StableAttr{Mode: a.Mode & syscall.S_IFMT, Ino: n.t.ino(a.Ino)})
 	if ch.Operations() == c {
 		// A new Inode: the kernel's reference to it is ours to hold
 		// until it forgets it.
@@ -203,6 +227,19 @@ func (n *wnode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn
 	if t, ok := in.GetMTime(); ok {
 		set.Mtime = &t
 	}
+	if set.Mode != nil && (set.Uid != nil || set.Gid != nil) {
+		// chmod and chown are separate calls: a mode sent with an owner
+		// is the kernel clearing set-user-ID and set-group-ID on chown,
+		// and it drops the sticky bit with them. Do what chown(2)
+		// documents from the current mode instead.
+		if cur, err := n.t.fs.Getattr(n.ino); err == nil {
+			m := cur.Mode & fsdrivers.ModePerm &^ syscall.S_ISUID
+			if m&(syscall.S_ISGID|0o010) == syscall.S_ISGID|0o010 {
+				m &^= syscall.S_ISGID
+			}
+			set.Mode = &m
+		}
+	}
 	a, err := n.t.fs.Setattr(n.ino, set)
 	if err != nil {
 		return n.t.errno("setattr", n.ino, err)
@@ -222,21 +259,28 @@ func (n *wnode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		if !validName(e.Name) {
 			continue // unsafe to hand to the kernel; the reader logs those
 		}
-		list = append(list, fuse.DirEntry{Name: e.Name, Ino: treeIno(n.t.part, e.Ino), Mode: e.Mode & syscall.S_IFMT})
+		list = append(list, fuse.DirEntry{Name: e.Name, Ino: n.t.ino(e.Ino), Mode: e.Mode & syscall.S_IFMT})
 	}
 	return fs.NewListDirStream(list), 0
 }
 
-// owner is who makes a node: the caller of the request.
-func owner(ctx context.Context) fsdrivers.Owner {
+// owner is who makes a node in n: the caller of the request, with the
+// group of a set-group-ID directory (which a new directory inherits
+// too), as the kernel does for its own filesystems.
+func (n *wnode) owner(ctx context.Context, mode uint32) (fsdrivers.Owner, uint32) {
+	var o fsdrivers.Owner
 	if c, ok := fuse.FromContext(ctx); ok {
-		return fsdrivers.Owner{Uid: c.Uid, Gid: c.Gid}
+		o = fsdrivers.Owner{Uid: c.Uid, Gid: c.Gid}
 	}
-	return fsdrivers.Owner{}
+	if d, err := n.t.fs.Getattr(n.ino); err == nil {
+		return fsedit.Inherit(d, o, mode, mode&syscall.S_IFMT == syscall.S_IFDIR)
+	}
+	return o, mode
 }
 
 func (n *wnode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	a, err := n.t.fs.Create(n.ino, name, fsdrivers.ModeFile|mode&fsdrivers.ModePerm, 0, owner(ctx))
+	own, mode := n.owner(ctx, fsdrivers.ModeFile|mode&fsdrivers.ModePerm)
+	a, err := n.t.fs.Create(n.ino, name, mode, 0, own)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
@@ -247,7 +291,8 @@ func (n *wnode) Mknod(ctx context.Context, name string, mode uint32, dev uint32,
 	if mode&syscall.S_IFMT == 0 {
 		mode |= fsdrivers.ModeFile
 	}
-	a, err := n.t.fs.Create(n.ino, name, mode, uint64(dev), owner(ctx))
+	own, mode := n.owner(ctx, mode)
+	a, err := n.t.fs.Create(n.ino, name, mode, uint64(dev), own)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -255,7 +300,8 @@ func (n *wnode) Mknod(ctx context.Context, name string, mode uint32, dev uint32,
 }
 
 func (n *wnode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	a, err := n.t.fs.Mkdir(n.ino, name, mode&fsdrivers.ModePerm, owner(ctx))
+	own, mode := n.owner(ctx, fsdrivers.ModeDir|mode&fsdrivers.ModePerm)
+	a, err := n.t.fs.Mkdir(n.ino, name, mode&fsdrivers.ModePerm, own)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -263,7 +309,8 @@ func (n *wnode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.E
 }
 
 func (n *wnode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	a, err := n.t.fs.Symlink(n.ino, name, target, owner(ctx))
+	own, _ := n.owner(ctx, fsdrivers.ModeLink)
+	a, err := n.t.fs.Symlink(n.ino, name, target, own)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -296,11 +343,13 @@ func (n *wnode) Rename(ctx context.Context, name string, newParent fs.InodeEmbed
 		return syscall.EXDEV
 	}
 	// Over a directory that holds the source: ENOTEMPTY, as the kernel
-	// answers before asking a filesystem (it may not see it when the
-	// entry was looked up again since).
-	if c := np.GetChild(newName); c != nil && c.IsDir() {
+	// answers before asking a filesystem when its dentries show it (they
+	// may not: an entry looked up again is a new dentry). Compared by
+	// node number up the parents go-fuse knows.
+	if a, err := n.t.fs.Lookup(np.ino, newName); err == nil && a.Mode&syscall.S_IFMT == syscall.S_IFDIR && !n.t.same(n.ino, name, a.Ino) {
+		want, c := n.t.ino(a.Ino), np.GetChild(newName)
 		for p, depth := n.EmbeddedInode(), 0; p != nil && depth < 4096; depth++ {
-			if p == c {
+			if p.StableAttr().Ino == want || p == c {
 				return syscall.ENOTEMPTY
 			}
 			_, p = p.Parent()
@@ -421,7 +470,7 @@ func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 // addWritableTree adds pN/ for partition p (the part-th) over wfs.
 func (r *root) addWritableTree(ctx context.Context, p disk.Part, part int, wfs fsdrivers.WritableFS) {
 	dir := fmt.Sprintf("p%d", p.Number)
-	t := &wtree{fs: wfs, part: part, name: dir, root: r, log: r.log, holds: map[uint64]int{}}
+	t := &wtree{fs: wfs, part: part, name: dir, root: r, log: r.log, holds: map[uint64]int{}, high: map[uint64]uint64{}}
 	r.trees = append(r.trees, t)
 	a, err := wfs.Getattr(wfs.Root())
 	if err != nil {
@@ -429,7 +478,7 @@ func (r *root) addWritableTree(ctx context.Context, p disk.Part, part int, wfs f
 		return
 	}
 	n := &wnode{t: t, ino: a.Ino}
-	ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: treeIno(part, a.Ino)})
+	ch := r.NewPersistentInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: t.ino(a.Ino)})
 	r.AddChild(dir, ch, false)
 }
 
@@ -440,4 +489,10 @@ func releaseTrees(n fs.InodeEmbedder) {
 			t.releaseAll()
 		}
 	}
+}
+
+// same reports whether dir/name is node ino.
+func (t *wtree) same(dir uint64, name string, ino uint64) bool {
+	a, err := t.fs.Lookup(dir, name)
+	return err == nil && a.Ino == ino
 }

@@ -122,3 +122,32 @@ func TestMountWritableTree(t *testing.T) {
 		t.Errorf("statfs %+v", sfs)
 	}
 }
+
+// TestWritableTreeSticky: chmod with the sticky bit then chown keeps it
+// (the kernel's own suid/sgid clearing must not take it).
+func TestWritableTreeSticky(t *testing.T) {
+	dbytes := testDisk()
+	ovl := newTestOverlay(t, bytes.NewReader(dbytes), int64(len(dbytes)))
+	mem := fstestutil.NewMemFS()
+	opt := Options{ReadWrite: true, ImageTime: t0, Trees: map[int]fsdrivers.WritableFS{1: mem}}
+	dir, _ := mountTest(t, NewRoot(ovl, int64(len(dbytes)), testParts(ovl, sampleTree()), opt), opt)
+	p := filepath.Join(dir, "p1", "f")
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ mode, want uint32 }{{0o1551, 0o1551}, {0o7777, 0o1777}, {0o2775, 0o775}, {0o6745, 0o2745}} {
+		mode := c.mode
+		if err := unix.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Lchown(p, 1234, 5678); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := mem.Lookup(mem.Root(), "f")
+		var st unix.Stat_t
+		unix.Stat(p, &st)
+		if a.Mode&0o7777 != c.want || st.Mode&0o7777 != c.want {
+			t.Errorf("chmod %o, chown: fs %o, stat %o, want %o", mode, a.Mode&0o7777, st.Mode&0o7777, c.want)
+		}
+	}
+}

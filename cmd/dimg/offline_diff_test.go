@@ -80,13 +80,7 @@ func (o *offlineDiffer) step() bool {
 			if _, err := os.Lstat(m(p)); err == nil && !force {
 				return fs.ErrExist
 			}
-			if err := os.WriteFile(m(p), b, 0o644); err != nil {
-				return err
-			}
-			if !force {
-				return os.Lchown(m(p), 0, 0)
-			}
-			return nil
+			return os.WriteFile(m(p), b, 0o644) // as root: 0:0 unless a setgid directory says otherwise
 		})
 	case r < 30: // add a local tree
 		src := o.localTree()
@@ -99,6 +93,9 @@ func (o *offlineDiffer) step() bool {
 		})
 	case r < 40: // rm, rm -r
 		p := o.pick(all)
+		if p == "." {
+			return true
+		}
 		if o.rng.Intn(2) == 0 {
 			return o.do("rm -r "+p, nil, []string{"rm", "-q", "-r", o.img, spec(p)}, func() error {
 				if _, err := os.Lstat(m(p)); err != nil {
@@ -111,20 +108,13 @@ func (o *offlineDiffer) step() bool {
 	case r < 50: // mkdir -p
 		p := filepath.Join(newPath, o.name())
 		return o.do("mkdir -p "+p, nil, []string{"mkdir", "-q", "-p", o.img, spec(p)}, func() error {
-			if err := os.MkdirAll(m(p), 0o755); err != nil {
-				return err
-			}
-			if o.fat {
-				return nil
-			}
-			// dimg makes them 755 root:root whatever the umask.
-			for q := p; q != dir && q != "."; q = filepath.Dir(q) {
-				os.Chmod(m(q), 0o755)
-			}
-			return nil
+			return os.MkdirAll(m(p), 0o755)
 		})
 	case r < 62: // mv
 		src, dst := o.pick(all), newPath
+		if src == "." {
+			return true
+		}
 		force := o.rng.Intn(2) == 0
 		if o.rng.Intn(3) == 0 {
 			dst = o.pick(append(all, "."))
@@ -171,10 +161,7 @@ func (o *offlineDiffer) step() bool {
 	default: // ln -s
 		target := o.pick(append(all, "nowhere"))
 		return o.do("ln -s "+newPath, nil, []string{"ln", "-q", "-s", o.img, target, spec(newPath)}, func() error {
-			if err := os.Symlink(target, m(newPath)); err != nil {
-				return err
-			}
-			return os.Lchown(m(newPath), 0, 0)
+			return os.Symlink(target, m(newPath))
 		})
 	}
 }

@@ -15,11 +15,26 @@ func (f *FS) Mkdir(p string, mode uint32, owner fsdrivers.Owner) (fsdrivers.Attr
 	if err != nil {
 		return d, err
 	}
-	a, err := f.W.Mkdir(d.Ino, name, mode&fsdrivers.ModePerm, owner)
+	owner, mode = Inherit(d, owner, mode&fsdrivers.ModePerm, true)
+	a, err := f.W.Mkdir(d.Ino, name, mode, owner)
 	if err != nil {
 		return a, f.pathErr("mkdir", p, err)
 	}
 	return a, nil
+}
+
+// Inherit applies a set-group-ID directory's rule to a node made in it,
+// as the kernel does: the node gets the directory's group, and a
+// directory also the set-group-ID bit.
+func Inherit(dir fsdrivers.Attr, owner fsdrivers.Owner, mode uint32, isDir bool) (fsdrivers.Owner, uint32) {
+	if dir.Mode&0o2000 == 0 {
+		return owner, mode
+	}
+	owner.Gid = dir.Gid
+	if isDir {
+		mode |= 0o2000
+	}
+	return owner, mode
 }
 
 // MkdirAll makes directory p and the parents it lacks; an existing
@@ -198,6 +213,7 @@ func (f *FS) Symlink(target, newPath string, owner fsdrivers.Owner) error {
 	if err != nil {
 		return err
 	}
+	owner, _ = Inherit(d, owner, 0, false)
 	if _, err := f.W.Symlink(d.Ino, name, target, owner); err != nil {
 		return f.pathErr("symlink", newPath, err)
 	}

@@ -62,6 +62,9 @@ func (f *FS) Put(p string, r io.Reader, opt PutOptions) (int64, error) {
 		}
 		fallthrough
 	case errors.Is(err, syscall.ENOENT) || err == nil:
+		if opt.Owner == nil {
+			own, _ = Inherit(d, own, mode, false)
+		}
 		if a, err = f.W.Create(d.Ino, name, fsdrivers.ModeFile|mode, 0, own); err != nil {
 			return 0, f.pathErr("create", p, err)
 		}
