@@ -743,6 +743,14 @@ func TestNoEditNoWrite(t *testing.T) {
 			if _, err := wt.w.ReadDir(wt.w.Root()); err != nil {
 				t.Fatal(err)
 			}
+			// An entry present at open has the number the reader gives it.
+			vol, err := Open(wt.f, int64(v.sizeMiB)<<20)
+			wt.must(err)
+			fi, err := vol.Stat("x.txt")
+			wt.must(err)
+			if a, err := wt.w.Lookup(wt.w.Root(), "x.txt"); err != nil || a.Ino != fsdrivers.StatOf(fi).Ino {
+				t.Errorf("node %d (%v), reader says %d", a.Ino, err, fsdrivers.StatOf(fi).Ino)
+			}
 			if _, err := wt.w.Create(wt.w.Root(), "X.TXT", fsdrivers.ModeFile, 0, fsdrivers.Owner{}); !errors.Is(err, syscall.EEXIST) {
 				t.Errorf("create over x.txt: %v", err)
 			}
