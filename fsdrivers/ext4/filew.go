@@ -223,6 +223,7 @@ func (w *wfs) writeData(i *winode, p []byte, off int64) (int, error) {
 		done = max(0, min(int64(l)<<bits-off, int64(len(p))))
 	}
 	if off+done > int64(i.size()) {
+		w.noteSize(uint64(off + done))
 		i.setSize(uint64(off + done))
 	}
 	if done > 0 {
@@ -305,6 +306,7 @@ func (w *wfs) truncate(i *winode, size uint64) error {
 	} else if err := w.zeroTail(i, t, old); err != nil {
 		return err
 	}
+	w.noteSize(size)
 	i.setSize(size)
 	return nil
 }
@@ -399,6 +401,7 @@ func (w *wfs) fallocate(i *winode, off, length int64, flags fsdrivers.FallocFlag
 		if err := w.zeroTail(i, t, i.size()); err != nil {
 			return err
 		}
+		w.noteSize(uint64(end))
 		i.setSize(uint64(end))
 	}
 	w.touch(i, false)
