@@ -64,6 +64,7 @@ func (i *winode) iblock() []byte    { return i.raw[inBlock : inBlock+iBlockSize]
 func (i *winode) size() uint64 {
 	return uint64(le.Uint32(i.raw[inSizeLo:])) | uint64(le.Uint32(i.raw[inSizeHi:]))<<32
 }
+
 // noteSize turns on large_file when a file grows past 2 GiB, as the
 // kernel does (older readers keyed i_size_high on it).
 func (w *wfs) noteSize(n uint64) {
