@@ -516,6 +516,12 @@ func (w *wfs) Rename(olddir uint64, oldname string, newdir uint64, newname strin
 		return w.exchange(src, dst)
 	}
 	if dst == src {
+		// As in Linux: NOREPLACE sees the target exist before it sees
+		// that it is the same entry (vfat's lookup ignores case, so a
+		// case-only rename with NOREPLACE fails too).
+		if flags&fsdrivers.RenameNoReplace != 0 {
+			return errno(syscall.EEXIST, "rename %q to %q: exists (the same entry)", oldname, newname)
+		}
 		if od == nd && src.name == clean {
 			return nil
 		}

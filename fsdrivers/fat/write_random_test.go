@@ -245,7 +245,7 @@ func (r *randomRun) step() {
 		}
 		err := w.Rename(r.wt.ino(path.Dir("/"+src)), path.Base(src), r.wt.ino(ddir), name, flags)
 		switch {
-		case old == "" || target == src:
+		case old == "" || target == src && flags == 0:
 			if r.ok("rename "+src, err) {
 				r.wt.must(syscall.Rename(r.local(src), r.local(path.Join(ddir, name))))
 			}

@@ -377,6 +377,10 @@ func TestWriteScenario(t *testing.T) {
 			wt.must(os.Rename(filepath.Join(mirror, "victim.txt"), filepath.Join(mirror, "tmp")))
 			wt.must(os.Rename(filepath.Join(mirror, "moved tree/level 03"), filepath.Join(mirror, "victim.txt")))
 			wt.must(os.Rename(filepath.Join(mirror, "tmp"), filepath.Join(mirror, "moved tree/level 03")))
+			if err := w.Rename(wt.ino("/"), "empty", wt.ino("/"), "empty", fsdrivers.RenameNoReplace); !errors.Is(err, syscall.EEXIST) {
+				t.Errorf("RENAME_NOREPLACE onto itself: %v, want EEXIST as Linux", err)
+			}
+			wt.must(w.Rename(wt.ino("/"), "empty", wt.ino("/"), "empty", 0))
 			// A case-only rename keeps the entry.
 			wt.must(w.Rename(wt.ino("/"), "empty", wt.ino("/"), "EMPTY", 0))
 			wt.must(os.Rename(filepath.Join(mirror, "empty"), filepath.Join(mirror, "EMPTY")))
