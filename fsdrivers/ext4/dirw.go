@@ -734,6 +734,9 @@ func (w *wfs) emptyDir(d *winode) (bool, error) {
 
 // setDotDot points d's ".." at parent.
 func (w *wfs) setDotDot(d *winode, parent uint32) error {
+	if isInline(d) {
+		return w.setInlineParent(d, parent) // inlinew.go
+	}
 	b, err := w.dirBlockMut(d, 0)
 	if err != nil {
 		return err

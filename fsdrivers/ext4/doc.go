@@ -71,10 +71,19 @@
 //
 // Our writes do not go through the journal: each edit becomes one atomic
 // image commit (the copy-on-write overlay), so the journal is left clean
-// and untouched. A filesystem whose journal needs recovery, or using a
-// feature the writer does not keep right (inline_data, bigalloc, encrypt,
-// casefold, quota, ea_inode, mmp, verity, ...) is refused for writing
-// with the feature named; reading keeps working. Metadata changes are
+// and untouched; a journal that needs recovery is replayed first (see
+// below). A filesystem using a feature the writer does not keep right
+// (bigalloc, encrypt, casefold, quota, ea_inode, mmp, verity, ...) is
+// refused for writing with the feature named; reading keeps working.
+//
+// Extended attributes (xattrw.go) are set and removed in the inode's area
+// first, spilling to one external block, as the kernel places them; a
+// block shared by several inodes is copied on write; POSIX ACLs are stored
+// in ext4's compact form and set the mode bits as the kernel does. Inline
+// data (inlinew.go): inline files are edited in place while they fit the
+// inode and converted to extents when they outgrow it; an inline directory
+// is converted to a one-block directory on its first change; new files and
+// directories are never made inline. Metadata changes are
 // cached as dirty blocks (bounded; flushed early past maxDirtyBytes) and
 // written by Sync; file data goes straight to the device. Unlinked nodes
 // still held go on the orphan list and are freed at their last Release;

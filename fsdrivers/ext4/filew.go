@@ -457,6 +457,9 @@ func (w *wfs) dirBlockMut(d *winode, l uint64) ([]byte, error) {
 // hasBlocks says whether i's i_block is a mapping (not a fast symlink or
 // a device number).
 func (w *wfs) hasBlocks(i *winode) bool {
+	if isInline(i) {
+		return false // the data is in the inode (inlinew.go)
+	}
 	switch i.mode() & sIFMT {
 	case sIFREG, sIFDIR:
 		return true

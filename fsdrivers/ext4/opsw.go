@@ -67,8 +67,8 @@ func (w *wfs) dirInode(n uint64) (*winode, error) {
 	if !d.isDir() {
 		return nil, fmt.Errorf("ext4: inode %d is not a directory: %w", n, syscall.ENOTDIR)
 	}
-	if d.flags()&(flagInlineData|flagEncrypt|flagCasefold) != 0 {
-		return nil, fmt.Errorf("ext4: directory inode %d is inline, encrypted or casefolded: %w", n, syscall.EOPNOTSUPP)
+	if d.flags()&(flagEncrypt|flagCasefold) != 0 {
+		return nil, fmt.Errorf("ext4: directory inode %d is encrypted or casefolded: %w", n, syscall.EOPNOTSUPP)
 	}
 	return d, nil
 }
@@ -87,6 +87,9 @@ func (w *wfs) lookupName(d *winode, name string) (*winode, error) {
 			return nil, err
 		}
 		return w.loadInode(p)
+	}
+	if isInline(d) {
+		return w.lookupInline(d, name) // inlinew.go
 	}
 	loc, err := w.findEntry(d, []byte(name))
 	if err != nil {
@@ -286,10 +289,11 @@ func (w *wfs) WriteAt(ino uint64, p []byte, off int64) (n int, err error) {
 		}
 		return 0, fmt.Errorf("ext4: write inode %d: not a regular file: %w", ino, syscall.EINVAL)
 	}
-	if i.flags()&flagInlineData != 0 {
-		return 0, fmt.Errorf("ext4: write inode %d: inline data: %w", ino, syscall.EOPNOTSUPP)
+	if isInline(i) {
+		n, err = w.writeInline(i, p, off) // inlinew.go
+	} else {
+		n, err = w.writeData(i, p, off)
 	}
-	n, err = w.writeData(i, p, off)
 	if serr := w.store(i); serr != nil && err == nil {
 		err = serr
 	}
@@ -332,7 +336,7 @@ func (w *wfs) makeNode(dir uint64, name string, mode uint16, owner fsdrivers.Own
 		return fsdrivers.Attr{}, err
 	}
 	defer func() { err = w.done(err) }()
-	d, err := w.dirInode(dir)
+	d, err := w.dirForWrite(dir)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
@@ -440,7 +444,7 @@ func (w *wfs) Link(ino, dir uint64, name string) (attr fsdrivers.Attr, err error
 		return fsdrivers.Attr{}, err
 	}
 	defer func() { err = w.done(err) }()
-	d, err := w.dirInode(dir)
+	d, err := w.dirForWrite(dir)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
@@ -504,7 +508,7 @@ func (w *wfs) Unlink(dir uint64, name string) (err error) {
 		return err
 	}
 	defer func() { err = w.done(err) }()
-	d, err := w.dirInode(dir)
+	d, err := w.dirForWrite(dir)
 	if err != nil {
 		return err
 	}
@@ -540,7 +544,7 @@ func (w *wfs) Rmdir(dir uint64, name string) (err error) {
 		return err
 	}
 	defer func() { err = w.done(err) }()
-	d, err := w.dirInode(dir)
+	d, err := w.dirForWrite(dir)
 	if err != nil {
 		return err
 	}
@@ -607,13 +611,13 @@ func (w *wfs) Rename(olddir uint64, oldname string, newdir uint64, newname strin
 		return err
 	}
 	defer func() { err = w.done(err) }()
-	od, err := w.dirInode(olddir)
+	od, err := w.dirForWrite(olddir)
 	if err != nil {
 		return err
 	}
 	nd := od
 	if newdir != olddir {
-		if nd, err = w.dirInode(newdir); err != nil {
+		if nd, err = w.dirForWrite(newdir); err != nil {
 			return err
 		}
 	}
@@ -796,11 +800,13 @@ func (w *wfs) Setattr(ino uint64, set fsdrivers.SetAttr) (attr fsdrivers.Attr, e
 			return fsdrivers.Attr{}, fmt.Errorf("ext4: truncate inode %d: not a regular file: %w", ino, syscall.EINVAL)
 		case *set.Size < 0:
 			return fsdrivers.Attr{}, fmt.Errorf("ext4: truncate inode %d to %d: %w", ino, *set.Size, syscall.EINVAL)
-		case i.flags()&flagInlineData != 0:
-			return fsdrivers.Attr{}, fmt.Errorf("ext4: truncate inode %d: inline data: %w", ino, syscall.EOPNOTSUPP)
 		}
 		if uint64(*set.Size) != i.size() {
-			if err := w.truncate(i, uint64(*set.Size)); err != nil {
+			truncate := w.truncate
+			if isInline(i) {
+				truncate = w.truncateInline // inlinew.go
+			}
+			if err := truncate(i, uint64(*set.Size)); err != nil {
 				return fsdrivers.Attr{}, err
 			}
 			i.setTime(inMtime, inMtimeX, w.now())
@@ -848,6 +854,11 @@ func (w *wfs) Fallocate(ino uint64, off, length int64, flags fsdrivers.FallocFla
 	}
 	if !i.isReg() {
 		return fmt.Errorf("ext4: fallocate inode %d: not a regular file: %w", ino, syscall.ENODEV)
+	}
+	if isInline(i) {
+		if err := w.uninlineFile(i); err != nil { // inlinew.go
+			return err
+		}
 	}
 	if err := w.fallocate(i, off, length, flags); err != nil {
 		if serr := w.store(i); serr != nil {

@@ -36,7 +36,7 @@ const (
 // is refused by name in OpenWritable.
 const (
 	incompatWritable = incompatFiletype | incompatExtents | incompat64bit | incompatFlexBG |
-		incompatCsumSeed | incompatMetaBG | incompatLargeDir
+		incompatCsumSeed | incompatMetaBG | incompatLargeDir | incompatInlineData
 	roCompatWritable = roCompatSparseSuper | roCompatLargeFile | roCompatBtreeDir | roCompatHugeFile |
 		roCompatGdtCsum | roCompatDirNlink | roCompatExtraIsize | roCompatMetadataCsum
 )

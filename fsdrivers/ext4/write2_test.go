@@ -369,7 +369,6 @@ func TestWriteRefused(t *testing.T) {
 		opts []string
 		want string
 	}{
-		{[]string{"-t", "ext4", "-O", "inline_data"}, "inline_data"},
 		{[]string{"-t", "ext4", "-O", "bigalloc", "-C", "16384"}, "bigalloc"},
 		{[]string{"-t", "ext4", "-O", "quota"}, "quota"},
 		{[]string{"-t", "ext4", "-O", "encrypt"}, "encrypt"},
@@ -428,6 +427,7 @@ func TestWriteErrors(t *testing.T) {
 	check("hard link a directory", err, syscall.EPERM)
 	_, err = w.WriteAt(d.Ino, []byte("x"), 0)
 	check("write a directory", err, syscall.EISDIR)
+	check("setxattr in an unknown namespace", w.SetXattr(f.Ino, "os2.x", []byte("1"), 0), syscall.EOPNOTSUPP)
 	_, err = w.GetXattr(f.Ino, "user.missing")
 	check("getxattr missing", err, syscall.ENODATA)
 	must(t, w.Close())

@@ -396,16 +396,9 @@ func (w *wfs) changeXattr(ino uint64, name string, value []byte, flags fsdrivers
 	if err != nil {
 		return err
 	}
-	ri, err := w.rinode(i)
+	all, err := w.xattrList(i) // inlinew.go
 	if err != nil {
 		return err
-	}
-	all, err := w.v.allXattrs(ri)
-	if err != nil {
-		return err
-	}
-	for k := range all {
-		all[k].value = slices.Clone(all[k].value) // they may point into cached blocks
 	}
 	if !remove && (name == "system.posix_acl_access" || name == "system.posix_acl_default") {
 		if value, remove, err = w.aclSet(i, name, value); err != nil {
@@ -423,18 +416,7 @@ func (w *wfs) changeXattr(ino uint64, name string, value []byte, flags fsdrivers
 	if err != nil {
 		return fmt.Errorf("ext4: inode %d: %w", ino, err)
 	}
-	var area []byte
-	if at := goodOldInode + i.extra(); at < len(i.raw) {
-		area = i.raw[at:]
-	}
-	ibody, block, err := layoutXattrs(list, len(area), int(w.v.blockSize))
-	if err != nil {
-		return fmt.Errorf("ext4: inode %d: %w", ino, err)
-	}
-	if err := w.storeXattrBlock(i, block); err != nil {
-		return err
-	}
-	if err := encodeIbody(ibody, area); err != nil {
+	if err := w.rewriteXattrs(i, list); err != nil {
 		return err
 	}
 	w.touch(i, false)
