@@ -49,6 +49,7 @@ bench: build
 	./scripts/bench.sh
 	./scripts/bench-mount.sh
 	./scripts/bench-rwmount.sh
+	./scripts/bench-edit.sh
 	./scripts/bench-commit.sh
 	./scripts/bench-drivers.sh
 	./scripts/bench-shrink.sh
@@ -61,12 +62,16 @@ bench: build
 # gives 50 commit trials, 20 writing, 10 compact and 50 at the start.
 CRASH_TRIALS ?= 50
 crash:
-	DIMG_CRASH_TRIALS=$(CRASH_TRIALS) $(GO) test -count=1 -timeout 15m -v -run 'TestCrashMountRW|TestMountKillAtStart' ./cmd/dimg
+	DIMG_CRASH_TRIALS=$(CRASH_TRIALS) $(GO) test -count=1 -timeout 15m -v -run 'TestCrashMountRW|TestMountKillAtStart|TestCrashAdd' ./cmd/dimg
 
-# Runs each fuzz target for FUZZTIME (default 60s).
+# Runs each fuzz target for FUZZTIME (default 60s), then the writers'
+# randomized differential tests at full length (DIFF_OPS operations per
+# filesystem; make test runs 200; DIMG_DIFF_SEED=N replays a failure).
 FUZZTIME ?= 60s
+DIFF_OPS ?= 1000
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
+	DIMG_DIFF_OPS=$(DIFF_OPS) $(GO) test -count=1 -timeout 60m -v -run 'TestDiffMount|TestDiffOffline' ./cmd/dimg
 
 clean:
 	rm -rf bin build

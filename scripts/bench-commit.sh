@@ -51,7 +51,7 @@ ms() { echo $((($2 - $1) / 1000000)); } # ms T0 T1
 # "write_ms umount_ms commit_ms scratch_bytes growth_bytes" to $B/DISK.dimg.runs.
 dimg_run() {
   local d=$1 mib=$2 img=$B/$1.dimg t0 t1 t2 t3 s0 scratch
-  "$DIMG" mount -q --rw -m "bench: 1 MiB at MiB $mib" "$img" "$M" &
+  "$DIMG" mount -q --rw --raw -m "bench: 1 MiB at MiB $mib" "$img" "$M" &
   PID=$!
   for _ in $(seq 1500); do [ -e "$M/disk.img" ] && break; sleep 0.02; done
   [ -e "$M/disk.img" ] || { echo "bench-commit: dimg mount --rw $img did not come up" >&2; exit 1; }

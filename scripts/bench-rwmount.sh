@@ -52,7 +52,7 @@ L=$(losetup -f --show -o "$START" --sizelimit "$SIZE" "$DISK"); LOOPS+=("$L")
 mount "$L" "$KR"; MNTS+=("$KR")
 # dimg: DIR/p2.img of a read-write mount, through mount -o loop.
 M=$B/mnt KD=$B/kdimg; mkdir -p "$M" "$KD"
-"$DIMG" mount -q --rw -m bench --background --log "$B/mount.log" "$IMG" "$M"; MNTS+=("$M")
+"$DIMG" mount -q --rw --raw -m bench --background --log "$B/mount.log" "$IMG" "$M"; MNTS+=("$M")
 mount -o loop "$M/p2.img" "$KD"; MNTS=("$KD" "${MNTS[@]}")
 
 randw() { # randw DIR: IOPS of random 4 KiB direct writes

@@ -527,7 +527,10 @@ func (f *FS) copyData(ino uint64, it *item, prog progress.Reporter) error {
 		return err
 	}
 	defer fd.Close()
-	buf := make([]byte, 1<<20)
+	if f.buf == nil {
+		f.buf = make([]byte, 1<<20) // one buffer for every file of a copy
+	}
+	buf := f.buf
 	err = dataRanges(fd, size, func(off, length int64) error {
 		for length > 0 {
 			n := int(min(int64(len(buf)), length))

@@ -21,6 +21,8 @@ type FS struct {
 	// Prefix is put before "/path" in error messages ("2:" gives
 	// "2:/etc/fstab").
 	Prefix string
+
+	buf []byte // CopyIn's copy buffer
 }
 
 // New edits w; prefix names it in messages (see FS.Prefix).
