@@ -82,8 +82,8 @@
 // in ext4's compact form and set the mode bits as the kernel does. Inline
 // data (inlinew.go): inline files are edited in place while they fit the
 // inode and converted to extents when they outgrow it; an inline directory
-// is converted to a one-block directory on its first change; new files and
-// directories are never made inline. Metadata changes are
+// is converted to a one-block directory on its first change; new regular
+// files begin inline (as in the kernel), new directories with a block. Metadata changes are
 // cached as dirty blocks (bounded; flushed early past maxDirtyBytes) and
 // written by Sync; file data goes straight to the device. Unlinked nodes
 // still held go on the orphan list and are freed at their last Release;

@@ -28,8 +28,28 @@ import (
 // converts when an entry does not fit; converting on every change keeps one
 // code path for entries, at the cost of a block).
 //
-// New files and directories are created with extents (or block maps), never
-// inline; that is a layout the kernel writes too.
+// New regular files begin inline on a filesystem with inline_data (empty,
+// system.data present and empty) when the inode has room for it, so small
+// files stay in the inode as the kernel keeps them; new directories are
+// created with a block, a layout the kernel writes too.
+
+// startInline makes new regular file i inline when the filesystem and the
+// inode allow it.
+func (w *wfs) startInline(i *winode) {
+	if w.v.sb.incompat&incompatInlineData == 0 || i.mode()&sIFMT != sIFREG {
+		return
+	}
+	at := goodOldInode + i.extra()
+	data := xattr{index: xattrIndexSystem, name: "data", value: []byte{}}
+	if at >= len(i.raw) || len(i.raw)-at < xattrIbodyHdr+4+xattrCost(data) {
+		return
+	}
+	if encodeIbody([]xattr{data}, i.raw[at:]) != nil {
+		return
+	}
+	clear(i.iblock())
+	i.setFlags(i.flags()&^flagExtents | flagInlineData)
+}
 
 // inlineMin is the part of inline data held in i_block.
 const inlineMin = iBlockSize

@@ -94,7 +94,7 @@ func TestInlineDataWrite(t *testing.T) {
 			must(t, p.w.Close())
 			checkImage(t, img, host, true)
 			for rel, inline := range map[string]bool{"tiny": true, "e": true, "sixty": false, "mid": false,
-				"idir": false, "idir2/sub": false, "bdir/idir3": true} {
+				"idir": false, "idir2/sub": false, "bdir/idir3": true, "idir/new": true} {
 				if got := inodeFlagsOf(t, img, rel)&flagInlineData != 0; got != inline {
 					t.Errorf("%s: inline %v, want %v", rel, got, inline)
 				}

@@ -268,6 +268,7 @@ func (w *wfs) newInode(n uint32, mode uint16, owner fsdrivers.Owner) *winode {
 		i.setFlags(flagExtents)
 		initExtentRoot(i.iblock())
 	}
+	w.startInline(i) // inlinew.go
 	return i
 }
 
