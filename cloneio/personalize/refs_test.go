@@ -81,7 +81,7 @@ func TestSetHosts(t *testing.T) {
 func TestExpandHostname(t *testing.T) {
 	for _, c := range []struct {
 		tmpl, mac, want string
-		n             int
+		n               int
 	}{
 		{"lab-{n}", "", "lab-7", 7},
 		{"lab-{n:03}", "", "lab-007", 7},

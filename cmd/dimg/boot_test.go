@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dimg-project/dimg/cloneio/personalize"
 	"github.com/dimg-project/dimg/testimages"
 )
 
@@ -99,6 +104,170 @@ func TestBootAfterDeploy(t *testing.T) {
 				}
 				bootCheck(t, rxFile, kind, want)
 			})
+		})
+	}
+}
+
+// personalizeReport runs dimg personalize --json with args and decodes
+// the report.
+func personalizeReport(t *testing.T, args ...string) personalize.Report {
+	t.Helper()
+	out := mustRun(t, append([]string{"personalize", "--json", "-q"}, args...)...)
+	var rep personalize.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("personalize --json: %v\n%s", err, out)
+	}
+	return rep
+}
+
+// newID returns the new value of the identity what of partition part.
+func newID(t *testing.T, rep personalize.Report, part int, what string) string {
+	t.Helper()
+	for _, id := range rep.IDs {
+		if id.Part == part && id.What == what {
+			return id.New
+		}
+	}
+	t.Fatalf("the report changes no %s of partition %d: %+v", what, part, rep.IDs)
+	return ""
+}
+
+// dumpTrees copies every ext and FAT filesystem of disk out with the
+// field's tools (debugfs rdump, mcopy) into dir/pN, for comparing trees.
+func dumpTrees(t *testing.T, disk, dir string) {
+	t.Helper()
+	parts, err := testimages.Partitions(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts {
+		dst := filepath.Join(dir, fmt.Sprintf("p%d", p.Number))
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case strings.HasPrefix(p.FS, "ext"):
+			cmd := exec.Command("debugfs", "-R", "rdump / "+dst, fmt.Sprintf("%s?offset=%d", disk, p.Start))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("debugfs rdump: %v\n%s", err, out)
+			}
+		case strings.HasPrefix(p.FS, "fat"):
+			cmd := exec.Command("mcopy", "-s", "-n", "-i", fmt.Sprintf("%s@@%d", disk, p.Start), "::/", dst)
+			cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("mcopy: %v\n%s", err, out)
+			}
+		}
+	}
+}
+
+// changedFiles lists "pN/path" of files (and symlinks) that differ
+// between two dumps: changed content or target, added or removed.
+func changedFiles(t *testing.T, a, b string) []string {
+	t.Helper()
+	read := func(root string) map[string]string {
+		m := map[string]string{}
+		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			if d.Type()&os.ModeSymlink != 0 {
+				l, _ := os.Readlink(p)
+				m[rel] = "symlink:" + l
+				return nil
+			}
+			c, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			m[rel] = string(c)
+			return nil
+		})
+		return m
+	}
+	ma, mb := read(a), read(b)
+	var out []string
+	for k, v := range ma {
+		if w, ok := mb[k]; !ok || w != v {
+			out = append(out, k)
+		}
+	}
+	for k := range mb {
+		if _, ok := ma[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func reportFiles(rep personalize.Report) []string {
+	var out []string
+	for _, f := range rep.Files {
+		out = append(out, fmt.Sprintf("p%d%s", f.Part, f.Path))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestBootAfterPersonalize: each bootable disk, captured, personalized on
+// the image (--hostname --new-machine-id --new-fs-uuids
+// --remove-ssh-host-keys) and restored, boots with the new hostname, an
+// empty machine id and the new root UUID (blkid agrees); the disk passes
+// sgdisk -v, e2fsck -fn and fsck.fat -n; --dry-run listed exactly the
+// files the real run changed, as the field's tools see the trees.
+func TestBootAfterPersonalize(t *testing.T) {
+	for _, kind := range []string{"bios", "uefi"} {
+		t.Run(kind, func(t *testing.T) {
+			src, want := bootDisk(t, kind)
+			dir := t.TempDir()
+			img := filepath.Join(dir, kind+".dimg")
+			mustRun(t, "capture", "-q", src, img)
+			args := []string{"--hostname", "lab-7", "--new-machine-id", "--new-fs-uuids", "--remove-ssh-host-keys", img}
+			dry := personalizeReport(t, append([]string{"--dry-run"}, args...)...)
+			if log := mustRun(t, "log", img); strings.Count(log, "\n") != 2 {
+				t.Fatalf("--dry-run made a commit:\n%s", log)
+			}
+			rep := personalizeReport(t, args...)
+			if got, wantF := reportFiles(rep), reportFiles(dry); strings.Join(got, " ") != strings.Join(wantF, " ") {
+				t.Errorf("the real run changed %v, --dry-run listed %v", got, wantF)
+			}
+			out := filepath.Join(dir, "out.img")
+			mustRun(t, "restore", "-q", img, out)
+
+			before, after := filepath.Join(dir, "before"), filepath.Join(dir, "after")
+			dumpTrees(t, src, before)
+			dumpTrees(t, out, after)
+			if got, wantF := changedFiles(t, before, after), reportFiles(dry); strings.Join(got, " ") != strings.Join(wantF, " ") {
+				t.Errorf("the trees differ in %v, --dry-run listed %v", got, wantF)
+			}
+
+			w := *want
+			w.Hostname, w.MachineID = "lab-7", ""
+			w.RootUUID = newID(t, rep, w.RootPart, "ext4 UUID")
+			if kind == "uefi" {
+				w.RootPartUUID = newID(t, rep, w.RootPart, "GPT partition GUID")
+				w.CmdlineRoot = "PARTUUID=" + w.RootPartUUID
+			} else {
+				w.CmdlineRoot = "UUID=" + w.RootUUID
+			}
+			if w.RootUUID == want.RootUUID {
+				t.Fatal("the root UUID did not change")
+			}
+			parts, err := testimages.Partitions(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range parts {
+				if p.Number == w.RootPart && !strings.EqualFold(p.UUID, w.RootUUID) {
+					t.Errorf("blkid: root UUID %s, the report says %s", p.UUID, w.RootUUID)
+				}
+			}
+			res := bootCheck(t, out, kind, &w)
+			if res.Get("ssh_host_keys") != "0" || res.Get("hosts") != "lab-7" || res.Get("dbus_machine_id") != "symlink" {
+				t.Errorf("booted: %s", res.Line)
+			}
 		})
 	}
 }

@@ -44,6 +44,7 @@ checksums taken from SOURCE.
 	f.BoolVar(&sector, "sector", false, "copy every sector, ignoring filesystems")
 	addLayoutFlags(cmd, &opt.layout)
 	addShrinkFlags(cmd, &opt.shrink)
+	addPersonalizeFlags(cmd, &opt.pers)
 	return cmd
 }
 
@@ -52,6 +53,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 	// Flag mistakes are usage errors: report them before any work.
 	_, size, err := opt.layout.options()
 	if err != nil {
+		return err
+	}
+	if _, err := opt.pers.options(""); err != nil {
 		return err
 	}
 	if err := cloneio.CheckDistinct(srcPath, targetPath); err != nil {
@@ -96,6 +100,9 @@ func runClone(cmd *cobra.Command, srcPath, targetPath string, sector bool, opt r
 		return err
 	})
 	if err != nil {
+		return err
+	}
+	if err := personalizeTarget(cmd, &opt.pers, "", targetPath); err != nil {
 		return err
 	}
 	if opt.json {

@@ -26,6 +26,7 @@ var commands = []func() *cobra.Command{
 	newCloneCmd,
 	newMountCmd, newRecoverCmd, newLsCmd, newCatCmd, newExtractCmd,
 	newSendCmd, newReceiveCmd, newPushCmd,
+	newPersonalizeCmd,
 	newAddCmd, newPutCmd, newRmCmd, newMkdirCmd, newMvCmd, newChmodCmd, newChownCmd, newLnCmd,
 	newLogCmd, newRevertCmd, newFlattenCmd, newCompactCmd, newConvertCmd,
 	newCacheCmd,

@@ -57,6 +57,7 @@ the image, 1 when chunks are missing or the session failed.`,
 	f.BoolVar(&opt.force, "force", false, "replace TARGET if it is an existing regular file")
 	f.BoolVar(&opt.discard, "discard", false, "block devices: discard (TRIM) ranges the image does not use")
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
+	addPersonalizeFlags(cmd, &opt.pers)
 	return cmd
 }
 
@@ -66,11 +67,15 @@ type receiveFlags struct {
 	wait, senderTimeout time.Duration
 	force, discard      bool
 	json                bool
+	pers                personalizeFlags
 }
 
 func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 	key, err := opt.rv.secret()
 	if err != nil {
+		return err
+	}
+	if _, err := opt.pers.options(opt.rv.iface); err != nil {
 		return err
 	}
 	var session uint64
@@ -112,6 +117,11 @@ func runReceive(cmd *cobra.Command, target string, opt receiveFlags) error {
 			printReceiveSummary(os.Stdout, res)
 			printLayout(cmd, res.Layout)
 		}
+	}
+	if err == nil {
+		// {n} comes from --index: the multicast session does not number
+		// its receivers.
+		err = personalizeTarget(cmd, &opt.pers, opt.rv.iface, target)
 	}
 	return err // ErrMismatch exits 3 (exitStatus)
 }

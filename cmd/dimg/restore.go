@@ -34,6 +34,10 @@ commits restores its newest commit, from a file or a pipe; --at N restores commi
 (a file only). A delta image restores the disk it composes with the images under it
 (--base PATH when its base moved); a delta cannot come through a pipe, since its
 base's chunks are not in it, and is refused before anything is written.
+
+The identity options personalize the restored disk once it is written (see dimg
+personalize --help): every machine of a room gets its own hostname, machine id and
+UUIDs in the same step.
 ` + shrinkHelp,
 		Example: `  dimg restore backup.dimg /dev/sdc
   dimg restore backup.dimg disk.raw
@@ -56,6 +60,7 @@ base's chunks are not in it, and is refused before anything is written.
 	f.BoolVar(&opt.json, "json", false, "print the result as JSON")
 	addLayoutFlags(cmd, &opt.layout)
 	addShrinkFlags(cmd, &opt.shrink)
+	addPersonalizeFlags(cmd, &opt.pers)
 	addImageFlags(cmd)
 	return cmd
 }
@@ -64,6 +69,7 @@ type restoreFlags struct {
 	force, verify, discard, json bool
 	layout                       layoutFlags
 	shrink                       shrinkFlags
+	pers                         personalizeFlags
 }
 
 // layoutFlags are shared by restore and clone.
@@ -109,6 +115,9 @@ func (l layoutFlags) check(table string) error {
 
 func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags) error {
 	ctx := cmd.Context()
+	if _, err := opt.pers.options(""); err != nil {
+		return err
+	}
 	var (
 		img    *imagefmt.Reader
 		stream *imagefmt.StreamReader
@@ -186,6 +195,9 @@ func runRestore(cmd *cobra.Command, imgPath, targetPath string, opt restoreFlags
 		return err
 	}
 	printLayout(cmd, lres)
+	if err := personalizeTarget(cmd, &opt.pers, "", targetPath); err != nil {
+		return err
+	}
 	if opt.json {
 		return printJSON(map[string]any{
 			"image": imgPath, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
