@@ -42,7 +42,8 @@ demo: build
 # partclone, reading out of images vs loop mounts and ewfmount, the
 # filesystem drivers' reads vs raw reads, writes through mount --rw vs a
 # raw file, committing 1 MiB to a 4 GiB and a 2 TiB disk's image vs a
-# qcow2 overlay and qemu-img commit, multicast vs udpcast. Each prints a
+# qcow2 overlay and qemu-img commit, multicast vs udpcast, personalizing
+# an image (vs virt-sysprep where libguestfs runs). Each prints a
 # markdown table.
 bench: build
 	./scripts/deps.sh bench
@@ -55,6 +56,7 @@ bench: build
 	./scripts/bench-shrink.sh
 	./scripts/bench-remote.sh
 	@if [ -x ./scripts/bench-multicast.sh ]; then ./scripts/bench-multicast.sh; fi
+	./scripts/bench-personalize.sh
 
 # kill -9 trials (root, FUSE): dimg killed at random moments while
 # mount --rw commits at unmount, while it takes writes, at its start and

@@ -130,6 +130,14 @@ func Disk(ctx context.Context, dev fsdrivers.ReadWriterAt, size int64, opt Optio
 		case strings.HasPrefix(typ, "ntfs"):
 			p.kind = "ntfs"
 		}
+		p.dev = &section{dev, p.Start, p.Size}
+		if p.kind == "ext" && needsRecovery(p.dev) {
+			if opt.DryRun {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("partition %d: its journal needs recovery; the dry run read it without replaying it (a real run replays it first)", p.Number))
+			} else if err := replay(p); err != nil {
+				return nil, err
+			}
+		}
 		p.ro, _ = p.Volume.(fsdrivers.Filesystem)
 		if p.ro != nil && p.kind == "ext" && (exists(p.ro, "etc/os-release") || exists(p.ro, "etc/fstab")) {
 			p.root = true
@@ -138,18 +146,17 @@ func Disk(ctx context.Context, dev fsdrivers.ReadWriterAt, size int64, opt Optio
 		if p.ro != nil && p.kind == "ntfs" && exists(p.ro, "Windows/System32") {
 			windows = true
 		}
-		p.dev = &section{dev, p.Start, p.Size}
 		parts = append(parts, p)
 	}
 	if len(rep.Roots) == 0 {
-		msg := fmt.Sprintf("%v: no ext2/3/4 partition has /etc/os-release or /etc/fstab (partitions: %s)", ErrNoLinuxRoot, strings.Join(seen, ", "))
+		what := fmt.Sprintf("no ext2/3/4 partition has /etc/os-release or /etc/fstab (partitions: %s)", strings.Join(seen, ", "))
 		if len(seen) == 0 {
-			msg = fmt.Sprintf("%v: no partition holds a filesystem dimg recognises", ErrNoLinuxRoot)
+			what = "no partition holds a filesystem dimg recognises"
 		}
 		if windows {
-			msg += "; this is a Windows disk: Windows identities (SID, computer name) are out of scope, use Sysprep (sysprep /generalize), which Microsoft requires for cloned installs"
+			what += "; this is a Windows disk: Windows identities (SID, computer name) are out of scope, use Sysprep (sysprep /generalize), which Microsoft requires for cloned installs"
 		}
-		return nil, errors.New(msg)
+		return nil, fmt.Errorf("%w: %s", ErrNoLinuxRoot, what)
 	}
 	if windows {
 		rep.Notes = append(rep.Notes, "a Windows installation is on this disk too: its identities are not changed (use Sysprep)")
@@ -205,6 +212,34 @@ func Disk(ctx context.Context, dev fsdrivers.ReadWriterAt, size int64, opt Optio
 		}
 	}
 	return rep, nil
+}
+
+// needsRecovery reads the ext superblock's needs_recovery flag.
+func needsRecovery(dev fsdrivers.ReadWriterAt) bool {
+	b := make([]byte, 4)
+	if _, err := dev.ReadAt(b, 1024+0x60); err != nil {
+		return false
+	}
+	return binary.LittleEndian.Uint32(b)&0x4 != 0
+}
+
+// replay has the ext4 writer replay a journal that needs recovery (its
+// OpenWritable does, then Close writes the result), and reopens the
+// partition's read-only view on the replayed filesystem.
+func replay(p *part) error {
+	w, err := ext4.Driver{}.OpenWritable(p.dev, p.Size)
+	if err != nil {
+		return fmt.Errorf("personalize: partition %d: %w", p.Number, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("personalize: partition %d: replaying the journal: %w", p.Number, err)
+	}
+	v, err := ext4.Open(p.dev, p.Size)
+	if err != nil {
+		return fmt.Errorf("personalize: partition %d: %w", p.Number, err)
+	}
+	p.Volume = v
+	return nil
 }
 
 func exists(fsys fs.FS, p string) bool {

@@ -271,3 +271,66 @@ func TestBootAfterPersonalize(t *testing.T) {
 		})
 	}
 }
+
+// TestReceivePersonalized: two receivers of one multicast session with
+// --hostname 'lab-{n}' (each its --index) and --new-fs-uuids come out with
+// different hostnames and different UUIDs, both clean.
+func TestReceivePersonalized(t *testing.T) {
+	src := disk(t, "gpt")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "g.dimg")
+	mustRun(t, "capture", "-q", src, img)
+	ctx, cancel := context.WithTimeout(context.Background(), sendRecvTimeout)
+	defer cancel()
+	port := fmt.Sprint(45000 + int(fileSum(t, img)[3]))
+	send := startDimg(ctx, "send", "--interface", "lo", "--port", port, "--min-receivers", "2",
+		"--max-wait", "20s", "--max-rate", "400M", img)
+	var rxs []<-chan dimgResult
+	for i := range 2 {
+		target := filepath.Join(dir, fmt.Sprintf("rx%d.img", i))
+		rxs = append(rxs, startDimg(ctx, "receive", "-q", "--interface", "lo", "--port", port, "--wait", "60s",
+			"--hostname", "lab-{n}", "--index", fmt.Sprint(i+1), "--new-machine-id", "--new-fs-uuids", target))
+	}
+	for i, ch := range rxs {
+		if r := waitDimg(t, fmt.Sprintf("receiver %d", i), ch); r.code != 0 {
+			t.Fatalf("receive: exit %d: %s", r.code, r.out)
+		}
+	}
+	if s := waitDimg(t, "send", send); s.code != 0 {
+		t.Fatalf("send: exit %d\n%s", s.code, s.out)
+	}
+	orig, err := testimages.Partitions(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids := map[string]string{}
+	for i := range 2 {
+		rx := filepath.Join(dir, fmt.Sprintf("rx%d.img", i))
+		parts, err := testimages.Validate(context.Background(), rx)
+		if err != nil {
+			t.Fatalf("receiver %d: %v", i, err)
+		}
+		for k, p := range parts {
+			for _, id := range []string{p.UUID, p.GUID} {
+				if id == "" {
+					continue
+				}
+				if id == orig[k].UUID || id == orig[k].GUID {
+					t.Errorf("receiver %d: partition %d kept %s", i, p.Number, id)
+				}
+				if other, dup := uuids[id]; dup {
+					t.Errorf("receiver %d and %s share %s", i, other, id)
+				}
+				uuids[id] = fmt.Sprint(i)
+			}
+		}
+		root := parts[1]
+		out, err := exec.Command("debugfs", "-R", "cat /etc/hostname", fmt.Sprintf("%s?offset=%d", rx, root.Start)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.TrimSpace(string(out)), fmt.Sprintf("lab-%d", i+1); got != want {
+			t.Errorf("receiver %d: hostname %q, want %q", i, got, want)
+		}
+	}
+}

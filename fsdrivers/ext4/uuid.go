@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -21,6 +22,10 @@ import (
 // inode table slot, a bitmap of an uninitialised group) is never made to
 // look valid. The journal keeps its checksums: they are seeded by the
 // journal superblock's own UUID, which does not change.
+
+// ErrNeedsRecovery is wrapped when a filesystem's journal must be replayed
+// before it can be changed in place (OpenWritable replays it).
+var ErrNeedsRecovery = errors.New("ext4: the journal needs recovery")
 
 // UUIDChange reports what SetUUID rewrote.
 type UUIDChange struct {
@@ -45,7 +50,7 @@ func SetUUID(dev fsdrivers.ReadWriterAt, size int64, uuid [16]byte) (*UUIDChange
 	sb := &v.sb
 	ch := &UUIDChange{Old: v.UUID(), New: formatUUID(uuid), SeedStored: sb.incompat&incompatCsumSeed != 0}
 	if sb.incompat&incompatRecover != 0 {
-		return nil, fmt.Errorf("ext4: set UUID: the journal needs recovery (mount it once or replay it first): %w", fsdrivers.ErrReadOnly)
+		return nil, fmt.Errorf("ext4: set UUID: %w (mount it once or replay it first): %w", ErrNeedsRecovery, fsdrivers.ErrReadOnly)
 	}
 	if v.unsupported != 0 {
 		return nil, fmt.Errorf("ext4: set UUID: incompat features %#x: %w", v.unsupported, ErrUnsupported)
