@@ -5,7 +5,7 @@ BIN      := bin/dimg
 DEMO     := build/demo
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build test test-seaweedfs demo bench crash fuzz deps vet clean
+.PHONY: all build test test-seaweedfs demo bench boottest crash fuzz deps vet clean
 
 all: build
 
@@ -65,6 +65,13 @@ bench: build
 CRASH_TRIALS ?= 50
 crash:
 	DIMG_CRASH_TRIALS=$(CRASH_TRIALS) $(GO) test -count=1 -timeout 15m -v -run 'TestCrashMountRW|TestMountKillAtStart|TestCrashAdd' ./cmd/dimg
+
+# Every bootable-disk test (qemu under TCG): make test boots a subset of
+# the deploy paths (bios: restore --grow, receive; uefi: clone --grow);
+# this boots both disks after each of restore --grow, clone --grow and
+# receive, and after personalize.
+boottest:
+	DIMG_BOOT_ALL=1 $(GO) test -count=1 -timeout 20m -run 'Boot' ./testimages ./cmd/dimg
 
 # Runs each fuzz target for FUZZTIME (default 60s), then the writers'
 # randomized differential tests at full length (DIFF_OPS operations per
