@@ -43,7 +43,7 @@ for i in $(seq "$RUNS"); do
   echo "$t1 - $t0" | bc >> "$P/raw.times"
 done
 before=$(stat -c %s "$P/base.dimg"); after=$(stat -c %s "$P/x.dimg")
-commit=$("$DIMG" log "$P/x.dimg" | awk 'NR==2{print $3, $4, $5, $6}')
+commit=$("$DIMG" log "$P/x.dimg" | awk 'NR==2{print $4, $5, $6, $7}')
 files=$(grep -c '"path"' "$P/report.json" || true)
 e2=$(e2fsck -fn "$P/raw.img?offset=$(sfdisk -J "$P/raw.img" | awk -F'[:,]' '/"start"/{n++; if(n==2) print $2*512}')" >/dev/null 2>&1 && echo clean || echo NOT-clean)
 gs="not run: virt-sysprep/virt-customize not installed (libguestfs-tools)"
@@ -64,10 +64,10 @@ cat <<TABLE
 
 | what | result |
 |---|---|
-| dimg personalize on the image (all options) | $(med < "$P/img.times") s |
+| dimg personalize on the image (all options) | $(med < "$P/img.times" | xargs printf '%.2f') s |
 | image growth | $(awk -v a="$after" -v b="$before" 'BEGIN{printf "%.2f MiB", (a-b)/2^20}') (commit: $commit) |
 | files changed | $files |
-| dimg personalize on a raw copy (in place) | $(med < "$P/raw.times") s; e2fsck -fn of the root: $e2 |
+| dimg personalize on a raw copy (in place) | $(med < "$P/raw.times" | xargs printf '%.2f') s; e2fsck -fn of the root: $e2 |
 | virt-sysprep + virt-customize on a raw copy | $gs |
 TABLE
 rm -f "$P/x.dimg" "$P/raw.img"
