@@ -20,9 +20,11 @@ environment and files: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or
 AWS_PROFILE and ~/.aws/credentials, SSO, an instance role), AWS_REGION (default
 us-east-1), AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a store that is not
 AWS (requests then use path-style addressing: http://HOST/BUCKET/KEY). An upload
-is a multipart upload completed only at the end: an interrupted one leaves no
-object (a killed dimg may leave an incomplete upload, invisible to listings;
-a bucket lifecycle rule AbortIncompleteMultipartUpload removes those).
+is a multipart upload completed only at the end: a failed or interrupted one is
+aborted and leaves no object. A dimg killed (kill -9, power loss) leaves no
+object either, but its incomplete upload keeps the parts sent (stored, and
+billed on AWS) until a bucket lifecycle rule AbortIncompleteMultipartUpload
+removes it.
 
 Web servers: http(s)://HOST/PATH needs PUT, DELETE and WebDAV MOVE (nginx:
 dav_methods PUT DELETE MOVE): the image is uploaded under a temporary name
