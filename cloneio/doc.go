@@ -23,6 +23,13 @@
 //     in any order from many goroutines, zero runs zeroed, unused chunks
 //     left alone — and the one read-back check (Verify), which recomputes
 //     the image digest from what the target holds.
+//   - Shrinker: restore and clone onto a smaller target. The source's
+//     filesystems are measured and shrunk on a copy-on-write overlay of it
+//     (resize2fs and ntfsresize on files an Exposer serves, fat.Resize,
+//     swap.Resize), a ShrinkPlan lays the partitions out anew (order and
+//     numbers kept, boot areas and BIOS boot partitions pinned), and a
+//     composed disk (the new table over the shrunk partitions at their new
+//     places) goes through Clone and a Target like any other.
 //   - rewrite: the disk an imagefmt.Reader shows (a commit of an image,
 //     or a delta chain) written as a new standalone image with one commit,
 //     same UUID and digest (Rewrite; RewriteTo for flatten and convert;
