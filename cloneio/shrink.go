@@ -95,11 +95,10 @@ type ShrinkPart struct {
 	Extended bool   `json:"extended,omitempty"`
 	Logical  bool   `json:"logical,omitempty"`
 
-	pinned  bool  // keeps its start and size
-	ebrGap  int64 // logical: distance from its EBR to its start
-	kind    string
-	scale   bool  // takes part in the proportional share
-	measure int64 // the filesystem's own minimum, before rounding
+	pinned bool  // keeps its start and size
+	ebrGap int64 // logical: distance from its EBR to its start
+	kind   string
+	scale  bool // takes part in the proportional share
 }
 
 // ShrinkPlan is the layout a Shrinker chose for a target.
@@ -272,11 +271,7 @@ func (s *Shrinker) Close() error {
 
 // MinimumBytes is the smallest target the data fits.
 func (s *Shrinker) MinimumBytes() int64 {
-	sizes := make([]int64, len(s.parts))
-	for i, p := range s.parts {
-		sizes[i] = p.MinSize
-	}
-	end, _, err := s.place(sizes)
+	end, _, err := s.place(s.minSizes())
 	if err != nil {
 		return -1
 	}

@@ -208,7 +208,6 @@ func (s *Shrinker) measure(ctx context.Context, p *ShrinkPart) error {
 		}
 		return fixed(p.FS + " cannot be shrunk")
 	}
-	p.measure = min
 	p.MinSize = alignUp(min, shrinkAlign)
 	if p.MinSize >= p.OldSize {
 		return fixed("its filesystem is full")
