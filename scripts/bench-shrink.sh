@@ -51,7 +51,18 @@ IMG=$B/x.dimg
 [ -s "$IMG" ] || "$DIMG" capture -q --force "$DISK" "$IMG"
 DSIZE=$(stat -c %s "$DISK")
 T=$(( DSIZE / 2 / 1048576 * 1048576 ))
-echo "bench-shrink: disk $(mib "$DSIZE") MiB, image $(mib "$(stat -c %s "$IMG")") MiB, target $(mib "$T") MiB" >&2
+# Half the disk, unless the data needs more (resize2fs -P is generous):
+# then the smallest target dimg accepts.
+MIN=$("$DIMG" restore --dry-run --json --size $(( DSIZE - 1048576 )) "$IMG" "$W/plan.img" 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["minimum_bytes"])')
+NOTE="half the disk"
+# The manual route keeps the ESP as it is (nothing standard shrinks FAT):
+# it needs about the ESP's size more than dimg's minimum.
+if [ "$MIN" -gt $(( T - 320 * 1048576 )) ]; then
+  T=$(( (MIN + 320 * 1048576) / 1048576 * 1048576 ))
+  NOTE="half the disk does not hold the data (dimg's minimum: $(mib "$MIN") MiB); the minimum + 320 MiB, so the manual route (ESP kept) fits too"
+fi
+echo "bench-shrink: disk $(mib "$DSIZE") MiB, image $(mib "$(stat -c %s "$IMG")") MiB, target $(mib "$T") MiB: $NOTE" >&2
 
 # The source layout (sectors), for the manual route.
 read -r -a P < <(sfdisk -J "$DISK" | python3 -c '
@@ -80,12 +91,14 @@ e2fsck -fy \$L >/dev/null || [ \$? -lt 4 ]
 resize2fs \$L $((ROOT_NEW/2))K >/dev/null 2>&1
 losetup -d \$L
 truncate -s $T $W/manual.img
-dd if=$W/full.img of=$W/manual.img bs=1M count=1 conv=notrunc status=none
-sgdisk -e $W/manual.img >/dev/null
-sgdisk -d 2 -d 3 -n 2:$ROOT_S:$((ROOT_S+ROOT_NEW-1)) -n 3:$SWAP_NEW_S:$((SWAP_NEW_S+SWAP_NEW-1)) \
-  -t 2:\$(sgdisk -i 2 $W/full.img | awk '/GUID code/{print \$4}') -t 3:8200 \
-  -u 2:\$(sgdisk -i 2 $W/full.img | awk '/unique GUID/{print \$4}') -u 3:\$(sgdisk -i 3 $W/full.img | awk '/unique GUID/{print \$4}') \
-  -c 2:root -c 3:swap $W/manual.img >/dev/null
+sgdisk -o -U \$(sgdisk -p $W/full.img | awk '/Disk identifier/{print \$4}') \\
+  -n 1:$ESP_S:$((ESP_S+ESP_N-1)) -n 2:$ROOT_S:$((ROOT_S+ROOT_NEW-1)) -n 3:$SWAP_NEW_S:$((SWAP_NEW_S+SWAP_NEW-1)) \\
+  -t 1:ef00 -t 2:\$(sgdisk -i 2 $W/full.img | awk '/GUID code/{print \$4}') -t 3:8200 \\
+  -u 1:\$(sgdisk -i 1 $W/full.img | awk '/unique GUID/{print \$4}') \\
+  -u 2:\$(sgdisk -i 2 $W/full.img | awk '/unique GUID/{print \$4}') -u 3:\$(sgdisk -i 3 $W/full.img | awk '/unique GUID/{print \$4}') \\
+  -c 1:'EFI System Partition' -c 2:root -c 3:swap $W/manual.img >/dev/null
+dd if=$W/full.img of=$W/manual.img bs=440 count=1 conv=notrunc status=none
+dd if=$W/full.img of=$W/manual.img bs=512 skip=34 seek=34 count=$((ESP_S-34)) conv=notrunc status=none
 dd if=$W/full.img of=$W/manual.img bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc status=none skip=$((ESP_S*512)) seek=$((ESP_S*512)) count=$((ESP_N*512))
 dd if=$W/full.img of=$W/manual.img bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc status=none skip=$((ROOT_S*512)) seek=$((ROOT_S*512)) count=$((ROOT_NEW*512))
 S=\$(losetup -f --show -o $((SWAP_NEW_S*512)) --sizelimit $((SWAP_NEW*512)) $W/manual.img)
@@ -99,19 +112,20 @@ done
 
 dw=$(val "dimg restore --shrink" 2); dm=$(val "dimg restore --shrink" 3)
 mw=$(val "manual route" 2); mm=$(val "manual route" 3)
+PLAN=$(python3 -c '
+import json,sys
+p=json.load(open(sys.argv[1]))
+print("; ".join("%d %s %d->%d MiB" % (q["number"], q.get("fs") or "-", q["old_size"]>>20, q["new_size"]>>20) for q in p["partitions"]))' "$W/plan.json")
 cat <<EOF
 
-### Restore onto a disk half the size ($(mib "$DSIZE") MiB disk, $(mib "$T") MiB target)
+### Restore onto a smaller disk ($(mib "$DSIZE") MiB disk, $(mib "$T") MiB target: $NOTE)
 
 | route | wall s | MiB written | target MiB allocated |
 |---|---|---|---|
-| dimg restore --shrink | $dw | $(mib "$dm") | $(( $(stat -c %b "$W/dimg.img") * 512 / 1048576 )) |
-| restore full size + resize2fs + sgdisk + dd | $mw | $(mib "$mm") | $(( $(stat -c %b "$W/manual.img") * 512 / 1048576 )) |
+| dimg restore --shrink | $(printf %.1f "$dw") | $(mib "$dm") | $(( $(stat -c %b "$W/dimg.img") * 512 / 1048576 )) |
+| restore full size + resize2fs + sgdisk + dd | $(printf %.1f "$mw") | $(mib "$mm") | $(( $(stat -c %b "$W/manual.img") * 512 / 1048576 )) |
 | ratio manual/dimg | $(awk -v a="$mw" -v b="$dw" 'BEGIN{printf "%.2f", a/b}') | $(awk -v a="$mm" -v b="$dm" 'BEGIN{printf "%.2f", a/b}') | |
 
-dimg's plan: $(python3 -c '
-import json,sys
-p=json.load(open(sys.argv[1]))
-print("; ".join("%d %s %d→%d MiB" % (q["number"], q.get("fs") or "-", q["old_size"]>>20, q["new_size"]>>20) for q in p["partitions"]))' "$W/plan.json")
+Plan of dimg: $PLAN. The manual route keeps the ESP and makes a 64 MiB swap.
 EOF
 rm -f "$W"/*.img
