@@ -154,6 +154,11 @@ func runShrink(cmd *cobra.Command, label string, src io.ReaderAt, srcSize int64,
 		return err
 	}
 	wall := time.Since(start)
+	printLayout(cmd, lres)
+	// The identity options apply to a shrunk disk as to any other.
+	if err := personalizeTarget(cmd, &opt.pers, "", targetPath); err != nil {
+		return err
+	}
 	if opt.json {
 		return printJSON(map[string]any{
 			"source": srcName, "target": targetPath, "disk_bytes": res.DiskBytes, "written_bytes": res.WrittenBytes,
@@ -162,7 +167,6 @@ func runShrink(cmd *cobra.Command, label string, src io.ReaderAt, srcSize int64,
 			"layout": lres, "shrink": plan,
 		})
 	}
-	printLayout(cmd, lres)
 	if !quiet {
 		v := ""
 		if res.Verified {
