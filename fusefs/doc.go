@@ -1,6 +1,6 @@
 // Package fusefs serves a disk image through FUSE (go-fuse v2), read-only
-// or, over a copy-on-write disk (Options.ReadWrite), with writable raw
-// files.
+// or, over a copy-on-write disk (Options.ReadWrite), with writable file
+// trees and writable raw files.
 //
 // Vocabulary:
 //   - root: the mount's top directory. It holds disk.img (the whole disk,
@@ -15,10 +15,15 @@
 //   - inode number: pN's files show the filesystem's own inode number with
 //     the partition's index in the top 16 bits, so hard links share an inode
 //     number and partitions never collide.
-//   - read-write mount: disk.img and pN.img take writes into a
-//     WritableDisk (an imagefmt.Overlay), pN.img bounded to its partition;
-//     the pN/ trees are not shown (write.go has the rules a writable raw
-//     file follows).
+//   - read-write mount: a partition whose filesystem the caller opened for
+//     writing (Options.Trees, fsdrivers.WritableFS) shows as a writable
+//     pN/ whose nodes are the filesystem's inode numbers (wtree.go); its
+//     pN.img and disk.img are then read-only, one writer per byte. Other
+//     partitions' pN.img (and disk.img when no tree is writable) take
+//     writes into a WritableDisk (an imagefmt.Overlay), pN.img bounded to
+//     its partition (write.go has the rules a writable raw file follows);
+//     their read-only trees are not shown, as the kernel's writes through
+//     pN.img would leave the drivers' caches stale.
 //
 // A read-only image is immutable, so everything is cached hard: file data
 // (open with FOPEN_KEEP_CACHE), directory listings (FOPEN_CACHE_DIR),
