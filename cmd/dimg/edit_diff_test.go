@@ -212,7 +212,7 @@ func TestDiffOffline(t *testing.T) {
 			mirror := v.mirror(t, raw)
 			o := newOfflineDiffer(t, img, mirror, v.fat, v.size/3, diffSeed())
 			// A command is a process and a commit: a tenth as many.
-			n := max(diffOps(300)/10, 10)
+			n := max(diffOps(200)/10, 10)
 			for i := 0; i < n && o.step(); i++ {
 			}
 			if t.Failed() {
