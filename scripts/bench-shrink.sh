@@ -87,7 +87,7 @@ drop
 measure "manual route" "
 $DIMG restore -q $IMG $W/full.img
 L=\$(losetup -f --show -o $((ROOT_S*512)) --sizelimit $((ROOT_N*512)) $W/full.img)
-e2fsck -fy \$L >/dev/null || [ \$? -lt 4 ]
+e2fsck -fy \$L >/dev/null 2>&1 || [ \$? -lt 4 ]
 resize2fs \$L $((ROOT_NEW/2))K >/dev/null 2>&1
 losetup -d \$L
 truncate -s $T $W/manual.img
