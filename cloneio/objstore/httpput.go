@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/internal/progress"
@@ -36,6 +37,8 @@ type httpUpload struct {
 	mu      sync.Mutex // guards the fields below
 	written int64
 	done    bool
+	// abortDone is closed when an Abort has finished (nil before one).
+	abortDone chan struct{}
 }
 
 func createHTTP(ctx context.Context, rawURL string, opt UploadOptions) (Upload, error) {
@@ -255,11 +258,23 @@ func (u *httpUpload) Commit() error {
 func (u *httpUpload) Abort() {
 	u.mu.Lock()
 	if u.done {
+		// Committed, or another Abort is under way: wait for that one,
+		// so that an interrupt's clean-up does not exit in its middle.
+		wait := u.abortDone
 		u.mu.Unlock()
+		if wait != nil {
+			select {
+			case <-wait:
+			case <-time.After(abortTimeout):
+			}
+		}
 		return
 	}
 	u.done = true
+	abortDone := make(chan struct{})
+	u.abortDone = abortDone
 	u.mu.Unlock()
+	defer close(abortDone)
 	u.pw.CloseWithError(errors.New("upload aborted"))
 	u.cancel()
 	<-u.resp // the request has ended: the server holds what it will hold

@@ -64,6 +64,8 @@ type s3Upload struct {
 	parts   []types.CompletedPart
 	written int64
 	done    bool // committed or aborted
+	// abortDone is closed when an Abort has finished (nil before one).
+	abortDone chan struct{}
 }
 
 type s3part struct {
@@ -284,14 +286,26 @@ func (u *s3Upload) Commit() error {
 func (u *s3Upload) Abort() {
 	u.mu.Lock()
 	if u.done {
+		// Committed, or another Abort is under way: wait for that one,
+		// so that an interrupt's clean-up does not exit in its middle.
+		wait := u.abortDone
 		u.mu.Unlock()
+		if wait != nil {
+			select {
+			case <-wait:
+			case <-time.After(abortTimeout):
+			}
+		}
 		return
 	}
 	u.done = true
 	if u.err == nil {
 		u.err = fmt.Errorf("s3://%s/%s: upload aborted", u.bucket, u.key)
 	}
+	abortDone := make(chan struct{})
+	u.abortDone = abortDone
 	u.mu.Unlock()
+	defer close(abortDone)
 	u.cancel()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), abortTimeout)
 	defer cancel()
