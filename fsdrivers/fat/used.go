@@ -2,13 +2,10 @@ package fat
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/dimg-project/dimg/fsdrivers"
 )
-
-// usedPieceEntries is how many FAT entries UsedRanges reads at a time per
-// FAT copy (1 MiB of FAT32), so the scan never holds a whole large FAT.
-const usedPieceEntries = 1 << 18
 
 // UsedRanges returns the bytes that hold data or metadata: the reserved
 // region, every FAT copy, the FAT12/16 root directory, and every cluster
@@ -31,35 +28,17 @@ func (v *Volume) UsedRanges() ([]fsdrivers.Range, error) {
 		out = append(out, fsdrivers.Range{Off: off, Len: n})
 	}
 
-	max := g.maxCluster()
-	bufs := make([][]byte, g.numFATs)
-	for c := uint32(0); c <= max; {
-		// Pieces start at an even cluster so FAT12's 3-byte entry pairs
-		// never straddle two pieces.
-		end := min(uint64(c)+usedPieceEntries, uint64(max)+1)
-		startByte, endByte := entryByte(g.bits, c), entryByte(g.bits, uint32(end-1))+entryLen(g.bits)
-		for i := range bufs {
-			if int64(cap(bufs[i])) < endByte-startByte {
-				bufs[i] = make([]byte, endByte-startByte)
-			}
-			bufs[i] = bufs[i][:endByte-startByte]
-			at := g.fatOffset + int64(i)*g.fatBytes + startByte
-			if err := readFull(v.r, bufs[i], at); err != nil {
-				return nil, fmt.Errorf("fat: read FAT %d at %d: %w", i, at, err)
+	err := eachFATEntry(v.r, g, func(c uint32, copies []uint32) error {
+		for _, e := range copies {
+			if e != 0 {
+				add(g.clusterOffset(c), g.clusterSize)
+				break
 			}
 		}
-		for ; uint64(c) < end; c++ {
-			if c < 2 {
-				continue // entries 0 and 1 hold the media byte and flags
-			}
-			rel := entryByte(g.bits, c) - startByte
-			for _, b := range bufs {
-				if decodeEntry(b, rel, c, g.bits) != 0 {
-					add(g.clusterOffset(c), g.clusterSize)
-					break
-				}
-			}
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -82,4 +61,47 @@ func entryLen(bits int) int64 {
 		return 4
 	}
 	return 2
+}
+
+// fatPieceEntries is how many entries of each FAT copy eachFATEntry reads
+// at a time (1 MiB of FAT32), so a scan never holds a whole large FAT. It
+// is even, so pieces start at even clusters and FAT12's 3-byte entry pairs
+// never straddle two pieces.
+const fatPieceEntries = 1 << 18
+
+// eachFATEntry calls fn for every cluster 2..maxCluster in order with that
+// cluster's entry in each FAT copy (copies[i] from FAT i; the slice is
+// reused between calls). It is the one walk over all FAT copies, shared by
+// UsedRanges and the writer's consistency scan; an error from fn stops it.
+func eachFATEntry(r io.ReaderAt, g *geometry, fn func(c uint32, copies []uint32) error) error {
+	max := g.maxCluster()
+	bufs := make([][]byte, g.numFATs)
+	copies := make([]uint32, g.numFATs)
+	for c := uint32(0); c <= max; {
+		end := min(uint64(c)+fatPieceEntries, uint64(max)+1)
+		startByte, endByte := entryByte(g.bits, c), entryByte(g.bits, uint32(end-1))+entryLen(g.bits)
+		for i := range bufs {
+			if int64(cap(bufs[i])) < endByte-startByte {
+				bufs[i] = make([]byte, endByte-startByte)
+			}
+			bufs[i] = bufs[i][:endByte-startByte]
+			at := g.fatOffset + int64(i)*g.fatBytes + startByte
+			if err := readFull(r, bufs[i], at); err != nil {
+				return fmt.Errorf("fat: read FAT %d at %d: %w", i, at, err)
+			}
+		}
+		for ; uint64(c) < end; c++ {
+			if c < 2 {
+				continue // entries 0 and 1 hold the media byte and flags
+			}
+			rel := entryByte(g.bits, c) - startByte
+			for i, b := range bufs {
+				copies[i] = decodeEntry(b, rel, c, g.bits)
+			}
+			if err := fn(c, copies); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

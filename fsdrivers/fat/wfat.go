@@ -20,9 +20,6 @@ import (
 const (
 	wfat32PageBytes = 64 << 10
 	wfatCleanPages  = 256
-	// scanPieceEntries is how many entries of each FAT copy OpenWritable
-	// compares at a time.
-	scanPieceEntries = 1 << 18
 )
 
 // fatCache is the writable FAT: entries, free-cluster accounting and the
@@ -76,42 +73,23 @@ func (g *geometry) eocMark() uint32 {
 func (f *fatCache) scan() error {
 	g := f.g
 	max := g.maxCluster()
-	bufs := make([][]byte, g.numFATs)
-	for c := uint32(0); c <= max; {
-		end := min(uint64(c)+scanPieceEntries, uint64(max)+1)
-		startByte, endByte := entryByte(g.bits, c), entryByte(g.bits, uint32(end-1))+entryLen(g.bits)
-		for i := range bufs {
-			if int64(cap(bufs[i])) < endByte-startByte {
-				bufs[i] = make([]byte, endByte-startByte)
-			}
-			bufs[i] = bufs[i][:endByte-startByte]
-			at := g.fatOffset + int64(i)*g.fatBytes + startByte
-			if err := readFull(f.dev, bufs[i], at); err != nil {
-				return fmt.Errorf("fat: read FAT %d at %d: %w", i, at, err)
+	return eachFATEntry(f.dev, g, func(c uint32, copies []uint32) error {
+		v := copies[0]
+		for i, w := range copies[1:] {
+			if w != v {
+				return fmt.Errorf("fat: FAT copies disagree at cluster %d (FAT 0: %#x, FAT %d: %#x): run fsck.fat first: %w", c, v, i+1, w, fsdrivers.ErrCorrupt)
 			}
 		}
-		for ; uint64(c) < end; c++ {
-			if c < 2 {
-				continue // media byte and dirty flags
-			}
-			rel := entryByte(g.bits, c) - startByte
-			v := decodeEntry(bufs[0], rel, c, g.bits)
-			for i := 1; i < len(bufs); i++ {
-				if w := decodeEntry(bufs[i], rel, c, g.bits); w != v {
-					return fmt.Errorf("fat: FAT copies disagree at cluster %d (FAT 0: %#x, FAT %d: %#x): run fsck.fat first: %w", c, v, i, w, fsdrivers.ErrCorrupt)
-				}
-			}
-			switch {
-			case v == 0:
-				f.free++
-				f.pageFree[entryByte(g.bits, c)/f.pageBytes]++
-			case v >= 2 && v <= max, g.bad(v), g.eoc(v):
-			default:
-				return fmt.Errorf("fat: FAT entry of cluster %d is %#x, neither a cluster nor a mark: %w", c, v, fsdrivers.ErrCorrupt)
-			}
+		switch {
+		case v == 0:
+			f.free++
+			f.pageFree[entryByte(g.bits, c)/f.pageBytes]++
+		case v >= 2 && v <= max, g.bad(v), g.eoc(v):
+		default:
+			return fmt.Errorf("fat: FAT entry of cluster %d is %#x, neither a cluster nor a mark: %w", c, v, fsdrivers.ErrCorrupt)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // page returns page i for reading.
