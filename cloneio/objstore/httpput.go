@@ -12,7 +12,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/dimg-project/dimg/cloneio"
 	"github.com/dimg-project/dimg/internal/progress"
@@ -26,7 +25,7 @@ import (
 type httpUpload struct {
 	c          *http.Client
 	ctx        context.Context
-	cancel     context.CancelFunc
+	ending     // cancel ends ctx
 	final, tmp *url.URL
 	force      bool
 	prog       progress.Reporter
@@ -34,11 +33,8 @@ type httpUpload struct {
 	pw   *io.PipeWriter
 	resp chan error // the PUT's outcome
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards written
 	written int64
-	done    bool
-	// abortDone is closed when an Abort has finished (nil before one).
-	abortDone chan struct{}
 }
 
 func createHTTP(ctx context.Context, rawURL string, opt UploadOptions) (Upload, error) {
@@ -231,12 +227,9 @@ func (u *httpUpload) Written() int64 {
 }
 
 func (u *httpUpload) Commit() error {
-	u.mu.Lock()
-	if u.done {
-		u.mu.Unlock()
+	if u.isEnded() {
 		return errors.New("objstore: commit after commit or abort")
 	}
-	u.mu.Unlock()
 	u.pw.Close()
 	err := <-u.resp
 	u.resp <- err
@@ -247,37 +240,17 @@ func (u *httpUpload) Commit() error {
 		u.Abort()
 		return err
 	}
-	u.mu.Lock()
-	u.done = true
-	u.mu.Unlock()
-	u.cancel()
+	u.committed()
 	return nil
 }
 
 // Abort stops the PUT and deletes the temporary file.
 func (u *httpUpload) Abort() {
-	u.mu.Lock()
-	if u.done {
-		// Committed, or another Abort is under way: wait for that one,
-		// so that an interrupt's clean-up does not exit in its middle.
-		wait := u.abortDone
-		u.mu.Unlock()
-		if wait != nil {
-			select {
-			case <-wait:
-			case <-time.After(abortTimeout):
-			}
-		}
-		return
-	}
-	u.done = true
-	abortDone := make(chan struct{})
-	u.abortDone = abortDone
-	u.mu.Unlock()
-	defer close(abortDone)
-	u.pw.CloseWithError(errors.New("upload aborted"))
-	u.cancel()
-	<-u.resp // the request has ended: the server holds what it will hold
-	u.resp <- nil
-	u.delete(u.tmp)
+	u.abort(func() {
+		u.pw.CloseWithError(errors.New("upload aborted"))
+		u.cancel()
+		<-u.resp // the request has ended: the server holds what it will hold
+		u.resp <- nil
+		u.delete(u.tmp)
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -31,9 +30,6 @@ const (
 	// doubles: 1,000 each of 32 MiB, 64 MiB, … reach ~32 TiB by part
 	// 10,000 without holding big buffers for the common image of a few GiB.
 	partsPerSize = 1000
-	// abortTimeout bounds the clean-up after a failure or Ctrl-C, when the
-	// upload's own context is already cancelled.
-	abortTimeout = 30 * time.Second
 )
 
 // s3Upload streams bytes into an S3 multipart upload: Write fills a part
@@ -45,7 +41,7 @@ type s3Upload struct {
 	bucket, key string
 	id          string // the multipart upload ID
 	ctx         context.Context
-	cancel      context.CancelFunc
+	ending      // cancel ends ctx
 	prog        progress.Reporter
 	base        int // first part size
 
@@ -63,9 +59,6 @@ type s3Upload struct {
 	err     error      // the first failure
 	parts   []types.CompletedPart
 	written int64
-	done    bool // committed or aborted
-	// abortDone is closed when an Abort has finished (nil before one).
-	abortDone chan struct{}
 }
 
 type s3part struct {
@@ -108,7 +101,7 @@ func (s *S3) CreateUpload(ctx context.Context, bucket, key string, opt UploadOpt
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	u := &s3Upload{
-		s: s, bucket: bucket, key: key, id: aws.ToString(out.UploadId), ctx: ctx, cancel: cancel,
+		s: s, bucket: bucket, key: key, id: aws.ToString(out.UploadId), ctx: ctx, ending: ending{cancel: cancel},
 		prog: progress.Or(opt.Progress), base: base, num: 1,
 		free: make(chan []byte, inflight+1), work: make(chan s3part),
 	}
@@ -232,10 +225,7 @@ func (u *s3Upload) Written() int64 {
 // Commit sends the last part, waits for every part and completes the
 // upload; on any failure the upload is aborted.
 func (u *s3Upload) Commit() error {
-	u.mu.Lock()
-	done := u.done
-	u.mu.Unlock()
-	if done {
+	if u.isEnded() {
 		u.closeWork.Do(func() { close(u.work) })
 		u.wg.Wait()
 		return errors.New("objstore: commit after commit or abort")
@@ -273,10 +263,7 @@ func (u *s3Upload) Commit() error {
 		u.Abort()
 		return s3Error("complete upload", u.bucket, u.key, err)
 	}
-	u.mu.Lock()
-	u.done = true
-	u.mu.Unlock()
-	u.cancel()
+	u.committed()
 	return nil
 }
 
@@ -284,29 +271,14 @@ func (u *s3Upload) Commit() error {
 // object appears. It runs on its own context, since the upload's may be
 // the one an interrupt cancelled.
 func (u *s3Upload) Abort() {
-	u.mu.Lock()
-	if u.done {
-		// Committed, or another Abort is under way: wait for that one,
-		// so that an interrupt's clean-up does not exit in its middle.
-		wait := u.abortDone
-		u.mu.Unlock()
-		if wait != nil {
-			select {
-			case <-wait:
-			case <-time.After(abortTimeout):
-			}
-		}
-		return
-	}
-	u.done = true
-	if u.err == nil {
-		u.err = fmt.Errorf("s3://%s/%s: upload aborted", u.bucket, u.key)
-	}
-	abortDone := make(chan struct{})
-	u.abortDone = abortDone
-	u.mu.Unlock()
-	defer close(abortDone)
-	u.cancel()
+	u.abort(func() {
+		u.fail(fmt.Errorf("s3://%s/%s: upload aborted", u.bucket, u.key))
+		u.abortUpload()
+	})
+}
+
+// abortUpload asks S3 to drop the upload and its parts.
+func (u *s3Upload) abortUpload() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), abortTimeout)
 	defer cancel()
 	// Parts still being sent may be stored after the abort; S3 asks to
