@@ -184,6 +184,20 @@ func modeFlag(s string) (*uint32, error) {
 	return &v, nil
 }
 
+// ownerModeFlags parses the --owner and --mode pair the commands that make
+// files share; each result is nil when its flag was not given.
+func ownerModeFlags(owner, mode string) (*fsdrivers.Owner, *uint32, error) {
+	o, err := ownerFlag(owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := modeFlag(mode)
+	if err != nil {
+		return nil, nil, err
+	}
+	return o, m, nil
+}
+
 // splitSpecArgs checks that the last argument is an N:/PATH and the others
 // local paths (add).
 func isSpec(s string) bool {

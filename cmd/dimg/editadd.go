@@ -38,11 +38,7 @@ missing and writes nothing.` + editHelp,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := ownerFlag(owner)
-			if err != nil {
-				return err
-			}
-			m, err := modeFlag(mode)
+			o, m, err := ownerModeFlags(owner, mode)
 			if err != nil {
 				return err
 			}
@@ -103,11 +99,7 @@ filesystem fills up, nothing is committed.` + editHelp,
   dimg put --force --mode 600 golden.dimg 2:/root/.ssh/authorized_keys < keys`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := ownerFlag(owner)
-			if err != nil {
-				return err
-			}
-			m, err := modeFlag(mode)
+			o, m, err := ownerModeFlags(owner, mode)
 			if err != nil {
 				return err
 			}

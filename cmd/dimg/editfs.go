@@ -26,25 +26,18 @@ followed. Several paths must be in the same partition.` + editHelp,
   dimg rm -r golden.dimg 2:/var/cache/apt/archives`,
 		Args: minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runEdit(cmd, args[0], args[1], fl, func(e *edit.Edit, p string, res *editResult) (string, error) {
-				var shown []string
-				for _, spec := range args[1:] {
-					q, err := e.Resolve(spec)
-					if err != nil {
-						return "", err
-					}
-					if recursive {
-						err = e.Path.RemoveAll(q)
-					} else {
-						err = e.Path.Remove(q)
-					}
-					if err != nil {
-						return "", e.Explain(err, q)
-					}
-					shown = append(shown, e.Path.Show(q))
+			return eachSpec(cmd, args[0], args[1:], fl, "rm", func(e *edit.Edit, q string, _ *editResult) error {
+				var err error
+				if recursive {
+					err = e.Path.RemoveAll(q)
+				} else {
+					err = e.Path.Remove(q)
 				}
-				return "rm " + strings.Join(shown, " "), nil
-			}, args[2:]...)
+				if err != nil {
+					return e.Explain(err, q)
+				}
+				return nil
+			})
 		},
 	}
 	addEditFlags(cmd, &fl, false)
@@ -63,11 +56,7 @@ func newMkdirCmd() *cobra.Command {
 		Example: `  dimg mkdir -p golden.dimg 2:/opt/site/bin`,
 		Args:    minArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := ownerFlag(owner)
-			if err != nil {
-				return err
-			}
-			m, err := modeFlag(mode)
+			o, m, err := ownerModeFlags(owner, mode)
 			if err != nil {
 				return err
 			}
@@ -78,26 +67,19 @@ func newMkdirCmd() *cobra.Command {
 			if m != nil {
 				perm = *m
 			}
-			return runEdit(cmd, args[0], args[1], fl, func(e *edit.Edit, p string, res *editResult) (string, error) {
-				var shown []string
-				for _, spec := range args[1:] {
-					q, err := e.Resolve(spec)
-					if err != nil {
-						return "", err
-					}
-					if parents {
-						_, err = e.Path.MkdirAll(q, perm, own)
-					} else {
-						_, err = e.Path.Mkdir(q, perm, own)
-					}
-					if err != nil {
-						return "", e.Explain(err, q)
-					}
-					res.Dirs++
-					shown = append(shown, e.Path.Show(q))
+			return eachSpec(cmd, args[0], args[1:], fl, "mkdir", func(e *edit.Edit, q string, res *editResult) error {
+				var err error
+				if parents {
+					_, err = e.Path.MkdirAll(q, perm, own)
+				} else {
+					_, err = e.Path.Mkdir(q, perm, own)
 				}
-				return "mkdir " + strings.Join(shown, " "), nil
-			}, args[2:]...)
+				if err != nil {
+					return e.Explain(err, q)
+				}
+				res.Dirs++
+				return nil
+			})
 		},
 	}
 	addEditFlags(cmd, &fl, false)
@@ -133,56 +115,65 @@ func newMvCmd() *cobra.Command {
 }
 
 func newChmodCmd() *cobra.Command {
-	var fl editFlags
-	var recursive bool
-	cmd := &cobra.Command{
+	return pathAttrCmd(&cobra.Command{
 		Use:     "chmod IMAGE MODE N:/PATH...",
 		Short:   "Change permissions of files in a filesystem of an image",
 		Long:    `Chmod sets the permission bits (octal MODE) of files in partition N of IMAGE, following a final symlink; -R walks directories.` + editHelp,
 		Example: `  dimg chmod golden.dimg 600 2:/etc/ssh/ssh_host_ed25519_key`,
-		Args:    minArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := modeFlag(args[1])
-			if err != nil {
-				return err
-			}
-			return eachPath(cmd, args[0], args[2:], fl, recursive, "chmod "+args[1], func(e *edit.Edit, q string) error {
-				return e.Path.Chmod(q, *m)
-			})
-		},
-	}
-	addEditFlags(cmd, &fl, false)
-	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "change directories' contents too")
-	return cmd
+	}, func(arg string) (func(*edit.Edit, string) error, error) {
+		m, err := modeFlag(arg)
+		if err != nil {
+			return nil, err
+		}
+		return func(e *edit.Edit, q string) error { return e.Path.Chmod(q, *m) }, nil
+	})
 }
 
 func newChownCmd() *cobra.Command {
-	var fl editFlags
-	var recursive bool
-	cmd := &cobra.Command{
+	return pathAttrCmd(&cobra.Command{
 		Use:     "chown IMAGE UID[:GID] N:/PATH...",
 		Short:   "Change the owner of files in a filesystem of an image",
 		Long:    `Chown sets the owner and/or group (numbers: names on this machine are not the image's) of files in partition N of IMAGE; a final symlink is changed itself. -R walks directories.` + editHelp,
 		Example: `  dimg chown -R golden.dimg 1000:1000 2:/home/admin`,
-		Args:    minArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			uid, gid, err := parseOwner(args[1])
-			if err != nil {
-				return err
+	}, func(arg string) (func(*edit.Edit, string) error, error) {
+		uid, gid, err := parseOwner(arg)
+		if err != nil {
+			return nil, err
+		}
+		return func(e *edit.Edit, q string) error { return e.Path.Chown(q, uid, gid) }, nil
+	})
+}
+
+// pathAttrCmd completes chmod and chown, which share their shape: IMAGE
+// VALUE N:/PATH..., with -R walking directories. parse turns VALUE into
+// the change made to each path.
+func pathAttrCmd(cmd *cobra.Command, parse func(value string) (func(*edit.Edit, string) error, error)) *cobra.Command {
+	var fl editFlags
+	var recursive bool
+	cmd.Args = minArgs(3)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		fn, err := parse(args[1])
+		if err != nil {
+			return err
+		}
+		return eachSpec(cmd, args[0], args[2:], fl, cmd.Name()+" "+args[1], func(e *edit.Edit, q string, _ *editResult) error {
+			if _, err := e.Path.Lstat(q); err != nil {
+				return e.Explain(err, q)
 			}
-			return eachPath(cmd, args[0], args[2:], fl, recursive, "chown "+args[1], func(e *edit.Edit, q string) error {
-				return e.Path.Chown(q, uid, gid)
-			})
-		},
+			if recursive {
+				return e.Path.Walk(q, func(sub string, _ fsdrivers.Attr) error { return fn(e, sub) })
+			}
+			return fn(e, q)
+		})
 	}
 	addEditFlags(cmd, &fl, false)
 	cmd.Flags().BoolVarP(&recursive, "recursive", "R", false, "change directories' contents too")
 	return cmd
 }
 
-// eachPath runs fn on every path (and with recursive, everything under
-// each) in one edit.
-func eachPath(cmd *cobra.Command, imgPath string, specs []string, fl editFlags, recursive bool, what string, fn func(*edit.Edit, string) error) error {
+// eachSpec runs fn on every N:/PATH of specs (all in one partition) in one
+// edit; the edit is described as what followed by the paths.
+func eachSpec(cmd *cobra.Command, imgPath string, specs []string, fl editFlags, what string, fn func(e *edit.Edit, q string, res *editResult) error) error {
 	return runEdit(cmd, imgPath, specs[0], fl, func(e *edit.Edit, p string, res *editResult) (string, error) {
 		var shown []string
 		for _, spec := range specs {
@@ -190,15 +181,7 @@ func eachPath(cmd *cobra.Command, imgPath string, specs []string, fl editFlags, 
 			if err != nil {
 				return "", err
 			}
-			if _, err := e.Path.Lstat(q); err != nil {
-				return "", e.Explain(err, q)
-			}
-			if recursive {
-				err = e.Path.Walk(q, func(sub string, _ fsdrivers.Attr) error { return fn(e, sub) })
-			} else {
-				err = fn(e, q)
-			}
-			if err != nil {
+			if err := fn(e, q, res); err != nil {
 				return "", err
 			}
 			shown = append(shown, e.Path.Show(q))
