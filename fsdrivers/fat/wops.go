@@ -48,14 +48,11 @@ func (w *wfs) span(n *node, off, length int64, fn func(disk, lo, hi int64) error
 }
 
 func (w *wfs) ReadAt(ino uint64, p []byte, off int64) (int, error) {
-	if err := w.lock(); err != nil {
-		return 0, err
-	}
-	defer w.mu.Unlock()
-	n, err := w.file(ino)
+	n, err := w.locked(w.file, ino)
 	if err != nil {
 		return 0, err
 	}
+	defer w.mu.Unlock()
 	if off < 0 {
 		return 0, errno(syscall.EINVAL, "read %q at %d", n.name, off)
 	}
@@ -179,14 +176,11 @@ func (w *wfs) resize(n *node, size int64) error {
 }
 
 func (w *wfs) WriteAt(ino uint64, p []byte, off int64) (int, error) {
-	if err := w.lock(); err != nil {
-		return 0, err
-	}
-	defer w.mu.Unlock()
-	n, err := w.file(ino)
+	n, err := w.locked(w.file, ino)
 	if err != nil {
 		return 0, err
 	}
+	defer w.mu.Unlock()
 	end := off + int64(len(p))
 	if off < 0 {
 		return 0, errno(syscall.EINVAL, "write %q at %d", n.name, off)
@@ -314,14 +308,11 @@ func (w *wfs) putCluster(e []byte, c uint32) {
 // Mkdir makes a directory of one zeroed cluster holding "." and "..".
 // Mode and owner are not stored (FAT has neither for directories).
 func (w *wfs) Mkdir(dir uint64, name string, mode uint32, owner fsdrivers.Owner) (fsdrivers.Attr, error) {
-	if err := w.lock(); err != nil {
-		return fsdrivers.Attr{}, err
-	}
-	defer w.mu.Unlock()
-	d, err := w.getDir(dir)
+	d, err := w.locked(w.getDir, dir)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
+	defer w.mu.Unlock()
 	clean, err := w.checkNew(d, name)
 	if err != nil {
 		return fsdrivers.Attr{}, err
@@ -631,14 +622,11 @@ func (w *wfs) exchange(a, b *node) error {
 // modification time and access date. Owners other than 0 fail with EPERM,
 // as vfat refuses chown; FAT has no change time to set.
 func (w *wfs) Setattr(ino uint64, set fsdrivers.SetAttr) (fsdrivers.Attr, error) {
-	if err := w.lock(); err != nil {
-		return fsdrivers.Attr{}, err
-	}
-	defer w.mu.Unlock()
-	n, err := w.get(ino)
+	n, err := w.locked(w.get, ino)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
+	defer w.mu.Unlock()
 	if set.Uid != nil && *set.Uid != 0 || set.Gid != nil && *set.Gid != 0 {
 		return fsdrivers.Attr{}, errno(syscall.EPERM, "chown %q: FAT files belong to uid 0, gid 0", n.name)
 	}
@@ -681,14 +669,11 @@ func (w *wfs) Setattr(ino uint64, set fsdrivers.SetAttr) (fsdrivers.Attr, error)
 // has no unwritten extents). Keeping the size, punching and zeroing ranges
 // are not supported: FAT cannot hold clusters past a file's size.
 func (w *wfs) Fallocate(ino uint64, off, length int64, flags fsdrivers.FallocFlags) error {
-	if err := w.lock(); err != nil {
-		return err
-	}
-	defer w.mu.Unlock()
-	n, err := w.file(ino)
+	n, err := w.locked(w.file, ino)
 	if err != nil {
 		return err
 	}
+	defer w.mu.Unlock()
 	if flags != 0 {
 		return errno(syscall.EOPNOTSUPP, "fallocate %q: mode %#x not supported on FAT", n.name, flags)
 	}

@@ -183,6 +183,21 @@ func (w *wfs) lock() error {
 	return nil
 }
 
+// locked takes the lock and finds node ino with find (w.get, w.file or
+// w.getDir): the opening every operation on one node shares. On success
+// the caller holds w.mu and must unlock it; on failure it is released.
+func (w *wfs) locked(find func(uint64) (*node, error), ino uint64) (*node, error) {
+	if err := w.lock(); err != nil {
+		return nil, err
+	}
+	n, err := find(ino)
+	if err != nil {
+		w.mu.Unlock()
+		return nil, err
+	}
+	return n, nil
+}
+
 // get returns the live node ino.
 func (w *wfs) get(ino uint64) (*node, error) {
 	n := w.nodes[ino]
@@ -274,26 +289,20 @@ func (w *wfs) attr(n *node) (fsdrivers.Attr, error) {
 }
 
 func (w *wfs) Getattr(ino uint64) (fsdrivers.Attr, error) {
-	if err := w.lock(); err != nil {
-		return fsdrivers.Attr{}, err
-	}
-	defer w.mu.Unlock()
-	n, err := w.get(ino)
+	n, err := w.locked(w.get, ino)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
+	defer w.mu.Unlock()
 	return w.attr(n)
 }
 
 func (w *wfs) Lookup(dir uint64, name string) (fsdrivers.Attr, error) {
-	if err := w.lock(); err != nil {
-		return fsdrivers.Attr{}, err
-	}
-	defer w.mu.Unlock()
-	d, err := w.getDir(dir)
+	d, err := w.locked(w.getDir, dir)
 	if err != nil {
 		return fsdrivers.Attr{}, err
 	}
+	defer w.mu.Unlock()
 	n := d.dir.find(name)
 	if n == nil || name == "." || name == ".." {
 		return fsdrivers.Attr{}, errno(syscall.ENOENT, "%q not in directory %d (%q)", name, dir, d.name)
@@ -302,14 +311,11 @@ func (w *wfs) Lookup(dir uint64, name string) (fsdrivers.Attr, error) {
 }
 
 func (w *wfs) ReadDir(dir uint64) ([]fsdrivers.DirEntry, error) {
-	if err := w.lock(); err != nil {
-		return nil, err
-	}
-	defer w.mu.Unlock()
-	d, err := w.getDir(dir)
+	d, err := w.locked(w.getDir, dir)
 	if err != nil {
 		return nil, err
 	}
+	defer w.mu.Unlock()
 	slots := make([]int, 0, len(d.dir.kids))
 	for s := range d.dir.kids {
 		slots = append(slots, s)
