@@ -1,7 +1,6 @@
 package objtest
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -81,27 +80,10 @@ http {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-c", cf, "-p", dir)
-	out, err := os.Create(filepath.Join(dir, "logs", "stderr"))
+	out, exited, err := startServer(t, filepath.Join(dir, "logs", "stderr"), bin, "-c", cf, "-p", dir)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		cancel()
 		t.Skipf("nginx: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-		}
-		out.Close()
-	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitListening(addr, exited, 15*time.Second); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))

@@ -228,29 +228,12 @@ func startWeed(t testing.TB) *url.URL {
 		t.Fatal(err)
 	}
 	p := freePorts(t, 4)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir="+dir,
+	logf, exited, err := startServer(t, filepath.Join(dir, "weed.log"), bin, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-dir="+dir,
 		fmt.Sprintf("-master.port=%d", p[0]), fmt.Sprintf("-volume.port=%d", p[1]), fmt.Sprintf("-filer.port=%d", p[2]),
 		"-s3", fmt.Sprintf("-s3.port=%d", p[3]), "-s3.config="+cfg, "-master.volumeSizeLimitMB=256", "-volume.max=20")
-	logf, err := os.Create(filepath.Join(dir, "weed.log"))
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		cancel()
 		t.Fatalf("start weed: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-		}
-		logf.Close()
-	})
 	u := &url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", p[3])}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -275,6 +258,37 @@ func startWeed(t testing.TB) *url.URL {
 		}
 	}
 	return u
+}
+
+// startServer starts bin with args, its output in the file logPath, and
+// stops it (waiting at most 10 s) when t ends. It returns the log file, a
+// channel closed when the process exits, and the error of a process that
+// could not start, for the caller to skip or fail on.
+func startServer(t testing.TB, logPath, bin string, args ...string) (*os.File, <-chan struct{}, error) {
+	t.Helper()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		cancel()
+		logf.Close()
+		return nil, nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+		}
+		logf.Close()
+	})
+	return logf, exited, nil
 }
 
 func tail(b []byte) string {
