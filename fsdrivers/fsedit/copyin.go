@@ -479,6 +479,12 @@ func times(it *item) (atime, mtime time.Time) {
 func (f *FS) keepAttrs(a fsdrivers.Attr, it *item, own fsdrivers.Owner, mode uint32, warn func(string)) error {
 	set := fsdrivers.SetAttr{}
 	if !isType(a, fsdrivers.ModeLink) {
+		if isType(a, fsdrivers.ModeDir) {
+			// A directory made in a set-group-ID directory inherits the
+			// bit; cp -a and mkdir keep it (coreutils clears a
+			// directory's set-group-ID only when told to), so does add.
+			mode |= a.Mode & 0o2000
+		}
 		if a.Mode&fsdrivers.ModePerm != mode {
 			set.Mode = &mode
 		}
