@@ -126,7 +126,7 @@ func startMountRW(cmd *cobra.Command, imgPath, dir string, fl mountFlags) (*moun
 		s.Close()
 		return nil, err
 	}
-	ms := &mountSession{m: m, summary: mountedListRW(d, trees) + " (read-write)", notes: append(sessionNotes(s, imgPath), treeNotes...)}
+	ms := &mountSession{m: m, summary: mountedListRW(d, trees), notes: append(sessionNotes(s, imgPath), treeNotes...)}
 	quiet, _ := cmd.Flags().GetBool("quiet")
 	ms.finish = func() error {
 		if !fl.discard {
@@ -231,23 +231,24 @@ func closeNote(err error) string {
 // mountedListRW says what a read-write mount shows: "disk.img (read-only),
 // p1/ and p1.img (read-only) (fat32), p2.img (ext4 "root")".
 func mountedListRW(d *fsdisk.Disk, trees map[int]fsdrivers.WritableFS) string {
-	s := []string{"disk.img"}
+	s := []string{"disk.img (writable)"}
 	if len(trees) > 0 {
-		s[0] += " (read-only)"
+		s[0] = "disk.img (read-only)"
 	}
 	for i := range d.Parts {
 		p := &d.Parts[i]
 		if p.Extended {
 			continue
 		}
-		e := fmt.Sprintf("p%d.img", p.Number)
-		if trees[p.Number] != nil {
-			e = fmt.Sprintf("p%d/ and p%d.img (read-only)", p.Number, p.Number)
-		}
+		kind := ""
 		if p.Volume != nil {
-			e += fmt.Sprintf(" (%s)", source.Describe(p))
+			kind = source.Describe(p) + ", "
 		}
-		s = append(s, e)
+		if trees[p.Number] != nil {
+			s = append(s, fmt.Sprintf("p%d/ (%swritable; p%d.img read-only)", p.Number, kind, p.Number))
+		} else {
+			s = append(s, fmt.Sprintf("p%d.img (%swritable)", p.Number, kind))
+		}
 	}
 	return strings.Join(s, ", ")
 }
