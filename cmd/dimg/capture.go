@@ -66,7 +66,7 @@ under a temporary name and MOVEs it into place.`,
 	f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("chunk size in bytes, a power of two from %d to %d (default %d)",
 		imagefmt.MinChunkSize, imagefmt.MaxChunkSize, imagefmt.DefaultChunkSize))
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON on stdout (not with IMAGE -)")
-	f.StringVar(&compress, "compress", "lz4", "chunk compression: `lz4`, zstd or zstd:LEVEL (1-22)")
+	f.StringVar(&compress, "compress", "lz4", "chunk compression `METHOD`: lz4, zstd or zstd:LEVEL (1-22)")
 	return cmd
 }
 

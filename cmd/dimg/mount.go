@@ -43,7 +43,7 @@ func newMountCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mount IMAGE DIR",
 		Short: "Mount an image: the raw disk, each partition, each filesystem's files; --rw to change it",
-		Long: `Mount serves IMAGE read-only on the empty directory DIR through FUSE:
+		Long: `Mount serves IMAGE on the empty directory DIR through FUSE, read-only unless --rw:
 
   DIR/disk.img   the whole disk, raw
   DIR/pN.img     partition N, raw, exactly its bytes (the kernel can loop-mount it:
