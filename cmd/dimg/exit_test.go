@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -177,6 +178,39 @@ func TestExitStatusHelp(t *testing.T) {
 	for _, want := range []string{"Exit status", "130"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dimg --help lacks %q", want)
+		}
+	}
+}
+
+// TestJSONOnFailure: info --json and verify --json print one JSON object
+// on stdout even when IMAGE cannot be opened, with the usual exit status.
+func TestJSONOnFailure(t *testing.T) {
+	garbage := filepath.Join(t.TempDir(), "garbage.dimg")
+	if err := os.WriteFile(garbage, []byte("not an image at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.dimg")
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"info", "--json", garbage}, 3},
+		{[]string{"verify", "--json", garbage}, 3},
+		{[]string{"info", "--json", missing}, 1},
+		{[]string{"verify", "--json", missing}, 1},
+	} {
+		out, _, code := run(t, nil, c.args...)
+		var v struct {
+			Image string `json:"image"`
+			OK    *bool  `json:"ok"`
+			Error string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("%v: stdout is not one JSON object (%v): %q", c.args, err, out)
+			continue
+		}
+		if code != c.code || v.OK == nil || *v.OK || v.Error == "" || v.Image != c.args[2] {
+			t.Errorf("%v: exit %d (want %d), JSON %+v", c.args, code, c.code, v)
 		}
 	}
 }

@@ -78,6 +78,9 @@ type infoOutput struct {
 func runInfo(cmd *cobra.Command, path string, jsonOut bool) error {
 	src, err := openImage(cmd, path)
 	if err != nil {
+		if jsonOut {
+			return jsonFailure(path, err)
+		}
 		return err
 	}
 	defer src.Close()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -63,6 +64,17 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// jsonFailure prints, for a --json command that failed before it had a
+// result, {"image": path, "ok": false, "error": ...}, so a script reading
+// stdout always gets one JSON object; err is returned as it is (the exit
+// status and the message on stderr stay what they would be).
+func jsonFailure(path string, err error) error {
+	if perr := printJSON(map[string]any{"image": path, "ok": false, "error": err.Error()}); perr != nil {
+		return errors.Join(err, perr)
+	}
+	return err
 }
 
 // parseSize reads "512M", "7G", "1T", "4096" (binary units) into bytes.

@@ -41,6 +41,9 @@ func runVerify(cmd *cobra.Command, path string, jsonOut, all bool) error {
 	}
 	src, err := openImage(cmd, path)
 	if err != nil {
+		if jsonOut {
+			return jsonFailure(path, err)
+		}
 		return err
 	}
 	defer src.Close()
@@ -48,6 +51,9 @@ func runVerify(cmd *cobra.Command, path string, jsonOut, all bool) error {
 	res, err := src.VerifyWith(cmd.Context(), imagefmt.VerifyOptions{Progress: prog, AllCommits: all})
 	prog.Finish()
 	if res == nil {
+		if jsonOut {
+			return jsonFailure(path, err)
+		}
 		return err
 	}
 	// Damage (err is a *source.VerifyError) is printed first, then returned.
