@@ -500,43 +500,24 @@ func (w *wfs) dropLink(i *winode) error {
 }
 
 // Unlink removes a non-directory entry.
-func (w *wfs) Unlink(dir uint64, name string) (err error) {
-	if err := checkName(name); err != nil {
-		return err
-	}
-	if err := w.lock(); err != nil {
-		return err
-	}
-	defer func() { err = w.done(err) }()
-	d, err := w.dirForWrite(dir)
-	if err != nil {
-		return err
-	}
-	i, err := w.lookupName(d, name)
-	if err != nil {
-		return err
-	}
-	if i.isDir() {
-		return fmt.Errorf("ext4: unlink %q: %w", name, syscall.EISDIR)
-	}
-	if _, err := w.removeEntry(d, []byte(name)); err != nil {
-		return err
-	}
-	w.touch(d, true)
-	if err := w.store(d); err != nil {
-		return err
-	}
-	return w.dropLink(i)
+func (w *wfs) Unlink(dir uint64, name string) error {
+	return w.removeName(dir, name, false)
 }
 
 // Rmdir removes an empty directory.
-func (w *wfs) Rmdir(dir uint64, name string) (err error) {
+func (w *wfs) Rmdir(dir uint64, name string) error {
 	if name == "." {
 		return fmt.Errorf("ext4: rmdir %q: %w", name, syscall.EINVAL)
 	}
 	if name == ".." {
 		return fmt.Errorf("ext4: rmdir %q: %w", name, syscall.ENOTEMPTY)
 	}
+	return w.removeName(dir, name, true)
+}
+
+// removeName is unlink (isDir false) and rmdir (isDir true): the entry
+// name of dir goes, and the node loses the link it held.
+func (w *wfs) removeName(dir uint64, name string, isDir bool) (err error) {
 	if err := checkName(name); err != nil {
 		return err
 	}
@@ -552,18 +533,24 @@ func (w *wfs) Rmdir(dir uint64, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	if !i.isDir() {
+	switch {
+	case !isDir && i.isDir():
+		return fmt.Errorf("ext4: unlink %q: %w", name, syscall.EISDIR)
+	case isDir && !i.isDir():
 		return fmt.Errorf("ext4: rmdir %q: %w", name, syscall.ENOTDIR)
-	}
-	if empty, err := w.emptyDir(i); err != nil {
-		return err
-	} else if !empty {
-		return fmt.Errorf("ext4: rmdir %q: %w", name, syscall.ENOTEMPTY)
+	case isDir:
+		if empty, err := w.emptyDir(i); err != nil {
+			return err
+		} else if !empty {
+			return fmt.Errorf("ext4: rmdir %q: %w", name, syscall.ENOTEMPTY)
+		}
 	}
 	if _, err := w.removeEntry(d, []byte(name)); err != nil {
 		return err
 	}
-	w.decLinks(d)
+	if isDir {
+		w.decLinks(d) // its ".." no longer links d
+	}
 	w.touch(d, true)
 	if err := w.store(d); err != nil {
 		return err
