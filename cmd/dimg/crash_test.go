@@ -653,27 +653,12 @@ func testCrashCompact(t *testing.T, fx *crashFixture, src string, rng *rand.Rand
 		}
 		img := filepath.Join(tdir, "t.dimg")
 		copyFile(t, src, img)
-		cmd := exec.Command(dimgBin, "compact", "-q", img)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		delay := time.Duration(rng.Int63n(int64(window) + 1))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		werr := make(chan error, 1)
-		go func() { werr <- cmd.Wait() }()
-		select {
-		case err := <-werr:
-			if err != nil {
-				killed++
-				window = window * 11 / 10
-			} else {
-				window = window * 4 / 5
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("trial %d: dimg compact did not end after SIGKILL", trial)
+		if killAfter(t, delay, "compact", "-q", img) {
+			killed++
+			window = window * 11 / 10
+		} else {
+			window = window * 4 / 5
 		}
 		if _, errs, code := run(t, nil, "verify", "-q", img); code != 0 {
 			t.Fatalf("trial %d (kill after %v): verify: exit %d\n%s", trial, delay, code, errs)
@@ -711,4 +696,27 @@ func commitCount(t *testing.T, img string) int {
 		t.Fatalf("dimg log --json %s: %v", img, err)
 	}
 	return len(l.Commits)
+}
+
+// killAfter runs dimg with args, sends it SIGKILL after delay and waits
+// (a minute at most) for it to end: whether the kill ended it before it
+// finished on its own.
+func killAfter(t *testing.T, delay time.Duration, args ...string) (killed bool) {
+	t.Helper()
+	cmd := exec.Command(dimgBin, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(delay)
+	cmd.Process.Signal(syscall.SIGKILL)
+	werr := make(chan error, 1)
+	go func() { werr <- cmd.Wait() }()
+	select {
+	case err := <-werr:
+		return err != nil
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("dimg %s did not end %v after SIGKILL", args[0], time.Minute)
+		return false
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,24 +74,9 @@ func TestCrashAdd(t *testing.T) {
 	window := addTime * 6 / 5
 	for trial := range trials {
 		dir, img := fx.trialDir(t)
-		cmd := exec.Command(dimgBin, "add", "-q", img, tree, "2:/opt/")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
 		delay := time.Duration(rng.Int63n(int64(window) + 1))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		werr := make(chan error, 1)
-		go func() { werr <- cmd.Wait() }()
-		select {
-		case err := <-werr:
-			if err != nil {
-				killed++
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("trial %d: dimg add did not end after SIGKILL", trial)
+		if killAfter(t, delay, "add", "-q", img, tree, "2:/opt/") {
+			killed++
 		}
 		if _, errs, code := run(t, nil, "verify", "-q", img); code != 0 {
 			t.Fatalf("trial %d (kill after %v): verify: exit %d\n%s", trial, delay, code, errs)
